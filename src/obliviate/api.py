@@ -1,0 +1,64 @@
+"""The Python API the CLI is a thin layer over: load a checkpoint, forget, save."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .data import DataBundle, DataSpec, ForgetRequest, load_data
+from .env import now_iso, pick_device, versions
+from .errors import CheckpointError
+from .methods import unlearn
+from .models import Classifier
+from .training import RunDir, TrainConfig, check_output_dir, finish_run, open_run
+
+
+@dataclass
+class Checkpoint:
+    """A finished training run, loaded: the model, its data set (same splits) and its recipe."""
+
+    model: Classifier
+    data: DataBundle
+    train_config: TrainConfig
+    run: RunDir
+
+    @property
+    def path(self) -> Path:
+        return self.run.path
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device | None = None,
+                    data: DataBundle | None = None) -> Checkpoint:
+    """Open a run directory, reload its data set by the recorded spec and check that both match."""
+    run = open_run(path)
+    rec = run.record
+    if "data" not in rec or "model" not in rec:
+        raise CheckpointError(f"{run.path}/run.json lacks the data or model record")
+    if data is None:
+        data = load_data(DataSpec.from_dict(rec["data"]["spec"]))
+    if data.source_hash != rec["data"]["source_hash"]:
+        raise CheckpointError(f"data set {data.name!r} differs from the one {run.path} was trained on "
+                              f"(source hash {data.source_hash[:12]} vs {rec['data']['source_hash'][:12]})")
+    model = run.load_model(pick_device(device))
+    if tuple(model.spec.input_shape) != tuple(data.input_shape) or model.num_classes != data.num_classes:
+        raise CheckpointError(f"model in {run.path} expects {tuple(model.spec.input_shape)}/{model.num_classes} "
+                              f"classes, data set {data.name!r} has {data.input_shape}/{data.num_classes}")
+    cfg = TrainConfig.from_dict(rec.get("config", {}))
+    return Checkpoint(model, data, cfg, run)
+
+
+def forget(checkpoint: str | Path | Checkpoint, request: ForgetRequest, method: str = "unsir", *,
+           out: str | Path | None = None, params: dict | None = None, seed: int = 0,
+           device: str | None = None, overwrite: bool = False) -> tuple[Classifier, dict]:
+    """Unlearn ``request`` from a saved run with ``method``; with ``out``, save a run directory."""
+    out_path = check_output_dir(out, overwrite) if out is not None else None
+    ck = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, device)
+    model, record = unlearn(ck.model, ck.data, request, method, params=params, device=device, seed=seed,
+                            train_config=ck.train_config, run_path=ck.path)
+    record = {"kind": "forget", "original": str(ck.path.resolve()), "data": ck.data.describe(),
+              "model": model.spec.to_dict(), "config": ck.train_config.to_dict(), "versions": versions(),
+              "finished": now_iso(), **record}
+    if out_path is not None:
+        finish_run(out_path, model, record)
+    return model, record

@@ -1,0 +1,260 @@
+"""The unlearning-method interface: a registry, typed parameters, and data access by declaration.
+
+A method is one module with one ``Method`` subclass decorated by ``@register``. It declares what it
+may read (``needs``): the forget set, the full retain set, only a retain subset D_sub, the training
+snapshots. ``unlearn`` builds an ``UnlearnContext`` that hands over exactly those; reaching for
+anything else raises ``AccessError``. Zero-glance methods (UNSIR, FCALB by default) may not declare
+the forget set at all, so they cannot see a forget sample even by mistake: they get the ids and
+classes to forget, never the inputs.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ..data.dataset import ArrayData, DataBundle
+from ..data.request import ForgetRequest, ForgetSplit
+from ..env import pick_device, seed_everything, sync
+from ..errors import AccessError, ObliviateError
+from ..models import Classifier
+
+FORGET, RETAIN, RETAIN_SUBSET, SNAPSHOTS = "forget", "retain", "retain_subset", "snapshots"
+ACCESS_KINDS = frozenset({FORGET, RETAIN, RETAIN_SUBSET, SNAPSHOTS})
+
+
+@dataclass
+class UnlearnContext:
+    """What a method gets. Data fields are reachable only if the method declared them."""
+
+    model: Classifier  # a private copy of the original model, on ``device``; methods may change it in place
+    original: Classifier  # frozen copy of θ₀ (eval mode), for teachers and distances
+    request: ForgetRequest
+    forget_classes: tuple[int, ...]
+    forget_ids: np.ndarray
+    num_classes: int
+    device: torch.device
+    seed: int
+    dataset: str
+    augment: str = "none"
+    train_config: Any = None  # the original run's TrainConfig, when known
+    run_path: Path | None = None  # the original run directory, when known
+    declared: frozenset = frozenset()
+    _data: dict = field(default_factory=dict, repr=False)
+    touched: dict = field(default_factory=dict)
+
+    def _get(self, kind: str):
+        if kind not in self.declared:
+            raise AccessError(f"method did not declare access to {kind!r} (declared: {sorted(self.declared) or 'none'})")
+        value = self._data.get(kind)
+        if value is None:
+            raise AccessError(f"{kind!r} is not available for this request")
+        if isinstance(value, ArrayData):
+            self.touched[kind] = len(value)
+        else:
+            self.touched[kind] = True
+        return value
+
+    @property
+    def forget(self) -> ArrayData:
+        """D_f: the samples to forget (only for methods that declared ``forget``)."""
+        return self._get(FORGET)
+
+    @property
+    def retain(self) -> ArrayData:
+        """D_r: every training sample that stays."""
+        return self._get(RETAIN)
+
+    @property
+    def retain_subset(self) -> ArrayData:
+        """D_sub: a small per-class sample of D_r (``ForgetRequest.subset_per_class``)."""
+        return self._get(RETAIN_SUBSET)
+
+    @property
+    def snapshots(self) -> Path:
+        """The original run directory, whose ``snapshots/`` hold the intermediate models."""
+        return self._get(SNAPSHOTS)
+
+    @property
+    def retained_classes(self) -> list[int]:
+        return [c for c in range(self.num_classes) if c not in self.forget_classes]
+
+    def generator(self, salt: int = 0) -> torch.Generator:
+        g = torch.Generator(device=self.device)
+        g.manual_seed(self.seed * 7_919 + salt)
+        return g
+
+
+class Method:
+    """Base class. Subclasses set the class attributes and implement ``run``."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    needs: ClassVar[frozenset[str]] = frozenset()
+    zero_glance: ClassVar[bool] = False
+    request_kinds: ClassVar[frozenset[str]] = frozenset({"class", "fraction", "ids"})
+    Params: ClassVar[type] = None  # a dataclass with defaults
+    presets: ClassVar[dict[str, dict]] = {}
+
+    def needs_for(self, params) -> frozenset[str]:
+        """What this call reads; a method whose needs depend on a parameter overrides it."""
+        return self.needs
+
+    def run(self, ctx: UnlearnContext, params) -> Classifier:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: validate the declaration and add the method to the registry by ``cls.name``."""
+    if not cls.name:
+        raise TypeError(f"{cls.__name__} has no name")
+    unknown = set(cls.needs) - ACCESS_KINDS
+    if unknown:
+        raise TypeError(f"{cls.name}: unknown access kinds {unknown}")
+    if cls.zero_glance and FORGET in cls.needs:
+        raise TypeError(f"{cls.name} is zero-glance and may not declare access to the forget set")
+    if cls.Params is None or not dataclasses.is_dataclass(cls.Params):
+        raise TypeError(f"{cls.name}: Params must be a dataclass")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> Method:
+    from . import load_all
+
+    load_all()
+    if name not in METHODS:
+        raise ObliviateError(f"unknown method {name!r}; choose one of: {', '.join(sorted(METHODS))}")
+    return METHODS[name]()
+
+
+def _convert(value: Any, annotation: Any, key: str) -> Any:
+    """Turn a CLI string into the parameter's declared type."""
+    if not isinstance(value, str):
+        return value
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    target = args[0] if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args else annotation
+    if isinstance(target, str):
+        target = {"int": int, "float": float, "bool": bool, "str": str}.get(target.split(" ")[0], str)
+    try:
+        if target is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if value.lower() == "none" and type(None) in typing.get_args(annotation):
+            return None
+        if target in (int, float, str):
+            return target(value)
+    except ValueError as exc:
+        raise ObliviateError(f"parameter {key}={value!r}: expected {getattr(target, '__name__', target)}") from exc
+    return value
+
+
+def resolve_params(method: Method, params: dict | None) -> Any:
+    """Defaults ← preset ← user values, with unknown names and bad types rejected by name."""
+    params = dict(params or {})
+    values: dict[str, Any] = {}
+    preset = params.pop("preset", None)
+    if preset is not None:
+        if preset not in method.presets:
+            raise ObliviateError(f"{method.name}: unknown preset {preset!r}; "
+                                 f"choose one of: {', '.join(method.presets) or 'none defined'}")
+        values.update(method.presets[preset])
+    hints = typing.get_type_hints(method.Params)
+    names = {f.name for f in dataclasses.fields(method.Params)}
+    for k, v in params.items():
+        key = k.replace("-", "_")
+        if key not in names:
+            raise ObliviateError(f"{method.name}: unknown parameter {k!r}; valid: {', '.join(sorted(names))}")
+        values[key] = _convert(v, hints.get(key, str), k)
+    return method.Params(**values)
+
+
+def parse_param_strings(items: list[str] | None) -> dict[str, str]:
+    """``["lr=0.01", "epochs=2"]`` → dict, rejecting items without ``=``."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ObliviateError(f"--param {item!r}: expected key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def unlearn(model: Classifier, data: DataBundle, request: ForgetRequest, method: str = "unsir", *,
+            params: dict | None = None, device: str | torch.device | None = None, seed: int = 0,
+            train_config=None, run_path: str | Path | None = None) -> tuple[Classifier, dict]:
+    """Make ``model`` forget what ``request`` names, with ``method``; return (new model, record).
+
+    The input model is not modified. The record says which method and parameters ran, how long it took
+    (wall seconds, GPU synchronised), peak GPU memory, and which data the method actually touched.
+    """
+    m = get_method(method)
+    p = resolve_params(m, params)
+    if request.kind not in m.request_kinds:
+        raise ObliviateError(f"method {m.name!r} handles {', '.join(sorted(m.request_kinds))} requests, "
+                             f"not a {request.kind} request")
+    if tuple(data.input_shape) != tuple(model.spec.input_shape) or data.num_classes != model.num_classes:
+        raise ObliviateError(f"model expects input {tuple(model.spec.input_shape)} with {model.num_classes} classes "
+                             f"but data set {data.name!r} has {data.input_shape} with {data.num_classes}")
+    split: ForgetSplit = request.resolve(data.train, data.num_classes)
+    dev = pick_device(device)
+    needs = m.needs_for(p)
+    if m.zero_glance and FORGET in needs:
+        raise ObliviateError(f"{m.name} is zero-glance but its parameters ask for the forget set")
+    train_dev = data.train.to(dev)
+    available: dict[str, Any] = {}
+    if FORGET in needs:
+        available[FORGET] = split.forget(train_dev)
+    if RETAIN in needs:
+        available[RETAIN] = split.retain(train_dev)
+    if RETAIN_SUBSET in needs:
+        available[RETAIN_SUBSET] = split.retain_subset(train_dev)
+    if SNAPSHOTS in needs:
+        if run_path is None:
+            raise ObliviateError(f"method {m.name!r} needs the training snapshots: pass the original run directory")
+        available[SNAPSHOTS] = Path(run_path)
+    from ..data.splits import default_augment
+
+    work = copy.deepcopy(model).to(dev)
+    original = copy.deepcopy(model).to(dev).eval()
+    for q in original.parameters():
+        q.requires_grad_(False)
+    ctx = UnlearnContext(model=work, original=original, request=request,
+                         forget_classes=tuple(request.classes), forget_ids=split.forget_ids(data.train),
+                         num_classes=data.num_classes, device=dev, seed=seed, dataset=data.name,
+                         augment=(train_config.augment if train_config is not None and train_config.augment
+                                  else default_augment(data.name)),
+                         train_config=train_config, run_path=Path(run_path) if run_path else None,
+                         declared=needs, _data=available)
+    seed_everything(seed)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    sync(dev)
+    t0 = time.perf_counter()
+    result = m.run(ctx, p)
+    sync(dev)
+    seconds = time.perf_counter() - t0
+    result.eval()
+    record = {
+        "method": m.name, "params": dataclasses.asdict(p), "seconds": seconds, "seed": seed,
+        "request": request.to_dict(), "request_kind": request.kind, "zero_glance": m.zero_glance,
+        "declared": sorted(needs), "touched": dict(ctx.touched),
+        "forget_size": int(len(split.forget_pos)), "retain_size": int(len(split.retain_pos)),
+        "peak_gpu_memory_mb": (torch.cuda.max_memory_allocated(dev) / 2**20) if dev.type == "cuda" else None,
+        "device": str(dev),
+    }
+    return result, record

@@ -1,0 +1,305 @@
+"""Training from scratch: plain (optionally with step snapshots) or block-incremental.
+
+Two snapshot modes serve two needs:
+
+* ``snapshot_every=K`` (plain training): every K steps the model, optimiser, schedule and RNG state are
+  stored with the exact sample ids each step consumed. A killed run resumes from the last snapshot and
+  ends with the same weights it would have had.
+* ``blocks=B`` (block-incremental, DeepObliviate's training mode): the training set is split into B
+  class-stratified blocks, trained in order for ``epochs_per_block`` epochs each, with a snapshot after
+  every block. A sample then influences only the models from its block on, which is what lets a
+  deletion retrain a suffix of blocks instead of everything.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.dataset import ArrayData, DataBundle
+from ..data.pipeline import AUGMENTS, BatchStream
+from ..data.splits import default_augment
+from ..env import now_iso, pick_device, seed_everything, sync, versions
+from ..errors import CheckpointError, ObliviateError
+from ..io import config_hash, torch_save, write_json, write_npy
+from ..metrics.accuracy import accuracy
+from ..models import Classifier, model_for
+from .checkpoint import SNAP_DIR, RunDir, check_output_dir, finish_run
+from .loop import OptimConfig, cross_entropy, make_optimizer, make_scheduler, run_epochs
+
+
+@dataclass
+class TrainConfig:
+    """How to train. Defaults suit ResNet-18 on CIFAR-10 and small models alike (one-cycle SGD)."""
+
+    model: str = "cnn"
+    epochs: int = 10
+    batch_size: int = 256
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"
+    label_smoothing: float = 0.0
+    augment: str | None = None  # None: the data set's default
+    seed: int = 0
+    snapshot_every: int = 0  # steps; 0 = no step snapshots
+    blocks: int = 0  # >0: block-incremental training (DeepObliviate)
+    epochs_per_block: int = 1
+    amp: bool = True  # bf16 autocast on CUDA
+    channels_last: bool = True  # on CUDA
+    compile: bool = False  # torch.compile on CUDA
+    model_options: dict = field(default_factory=dict)
+
+    def optim(self) -> OptimConfig:
+        return OptimConfig(self.optimizer, self.lr, self.momentum, self.weight_decay, self.schedule)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def validate(self) -> None:
+        if self.epochs < 1 and self.blocks == 0:
+            raise ObliviateError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ObliviateError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.lr <= 0:
+            raise ObliviateError(f"learning rate must be > 0, got {self.lr}")
+        if self.snapshot_every < 0 or self.blocks < 0 or self.epochs_per_block < 1:
+            raise ObliviateError("snapshot-every and blocks must be >= 0 and epochs-per-block >= 1")
+        if self.blocks and self.snapshot_every:
+            raise ObliviateError("--blocks and --snapshot-every are two training modes: choose one")
+        if self.augment is not None and self.augment not in AUGMENTS:
+            raise ObliviateError(f"unknown augment {self.augment!r}; choose one of {', '.join(AUGMENTS)}")
+
+
+@dataclass
+class TrainResult:
+    model: Classifier
+    record: dict
+    run: RunDir | None = None
+
+
+def block_seed(seed: int, block: int) -> int:
+    return seed * 10_007 + block
+
+
+def assign_blocks(train: ArrayData, blocks: int, seed: int) -> np.ndarray:
+    """Block index (0..B-1) of every training position: each class is spread evenly over the blocks."""
+    y = train.y.cpu().numpy()
+    if blocks > len(y):
+        raise ObliviateError(f"{blocks} blocks for {len(y)} training samples: at most one block per sample")
+    out = np.empty(len(y), dtype=np.int64)
+    rng = np.random.default_rng(seed + 0xB10C)
+    offset = 0
+    for c in np.unique(y):
+        pos = rng.permutation(np.flatnonzero(y == c))
+        out[pos] = (np.arange(len(pos)) + offset) % blocks  # rotate so small classes do not all land in block 0
+        offset += len(pos)
+    return out
+
+
+def prepare_model(model: Classifier, cfg: TrainConfig, device: torch.device) -> Classifier:
+    model = model.to(device)
+    if device.type == "cuda" and cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _augment(cfg: TrainConfig, bundle: DataBundle) -> str:
+    return cfg.augment if cfg.augment is not None else default_augment(bundle.name)
+
+
+def _restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if torch.cuda.is_available() and state.get("cuda") is not None:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _rng_state() -> dict:
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def train_block(model: Classifier, optimizer: torch.optim.Optimizer, data: ArrayData, cfg: TrainConfig,
+                block: int, augment: str, description: str | None = None) -> int:
+    """Train one block of block-incremental training (also what DeepObliviate re-runs on D_j minus S).
+
+    The schedule restarts every block and the batch order is seeded by (seed, block), so re-running
+    block j on the same data reproduces it step for step.
+    """
+    stream = BatchStream(data, cfg.batch_size, augment=augment, seed=block_seed(cfg.seed, block),
+                         channels_last=cfg.channels_last and data.device.type == "cuda")
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.lr
+        group.pop("initial_lr", None)
+    sched = make_scheduler(optimizer, cfg.optim(), cfg.epochs_per_block * len(stream))
+    return run_epochs(model, stream, cross_entropy(cfg.label_smoothing), optimizer, sched,
+                      epochs=cfg.epochs_per_block, description=description or f"block {block + 1}")
+
+
+def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | None = None, *,
+          device: str | torch.device | None = None, exclude_ids=None, overwrite: bool = False,
+          max_steps: int | None = None, kind: str = "train", extra_record: dict | None = None) -> TrainResult:
+    """Train ``cfg.model`` on ``bundle`` (minus ``exclude_ids``: retraining) and, with ``out``, save a run.
+
+    ``max_steps`` stops early without finishing the run (what a crash leaves behind; used by tests of
+    resume). Re-calling with the same ``out`` and config resumes from the last snapshot.
+    """
+    cfg = cfg or TrainConfig()
+    cfg.validate()
+    device = pick_device(device)
+    out_path = check_output_dir(out, overwrite) if out is not None else None
+    augment = _augment(cfg, bundle)
+    full_train = bundle.train
+    train_data = full_train
+    n_excluded = 0
+    if exclude_ids is not None and len(exclude_ids):
+        keep = ~torch.isin(full_train.ids, torch.as_tensor(np.asarray(exclude_ids), dtype=torch.long))
+        n_excluded = int((~keep).sum())
+        train_data = full_train.subset(torch.nonzero(keep).flatten())
+        if len(train_data) == 0:
+            raise ObliviateError("excluding the requested ids leaves no training data")
+    key = config_hash({"cfg": cfg.to_dict(), "data": bundle.source_hash, "spec": bundle.spec,
+                       "excluded": sorted(map(int, exclude_ids)) if n_excluded else []})
+    seed_everything(cfg.seed)
+    model = prepare_model(model_for(cfg.model, bundle, **cfg.model_options), cfg, device)
+    started, t0 = now_iso(), time.perf_counter()
+    train_dev = train_data.to(device)
+    optimizer = make_optimizer(model.parameters(), cfg.optim())
+    snap_dir = out_path / SNAP_DIR if out_path is not None else None
+    snapshot_info: dict = {"mode": "none"}
+    loss_fn = cross_entropy(cfg.label_smoothing)
+    step = 0
+
+    if cfg.blocks:
+        blocks = assign_blocks(full_train, cfg.blocks, cfg.seed)
+        if n_excluded:
+            blocks = blocks[torch.nonzero(keep).flatten().numpy()]
+        start_block = 0
+        if snap_dir is not None:
+            start_block = _resume_blocks(snap_dir, key, model, optimizer, cfg.blocks)
+            if start_block == 0:
+                write_npy(snap_dir / "blocks.npy", np.stack([train_data.ids.numpy(), blocks], 1))
+                _save_block(snap_dir, 0, model, optimizer, key)
+        for j in range(start_block, cfg.blocks):
+            block_data = train_dev.subset(torch.as_tensor(np.flatnonzero(blocks == j), device=device))
+            step += train_block(model, optimizer, block_data, cfg, j, augment,
+                                description=f"{kind} block {j + 1}/{cfg.blocks}")
+            if snap_dir is not None:
+                _save_block(snap_dir, j + 1, model, optimizer, key)
+            if max_steps is not None and step >= max_steps:
+                return TrainResult(model, {"interrupted_at_block": j + 1})
+        snapshot_info = {"mode": "blocks", "blocks": cfg.blocks, "epochs_per_block": cfg.epochs_per_block,
+                         "files": [f"{SNAP_DIR}/block_{j:03d}.pt" for j in range(cfg.blocks + 1)],
+                         "assignment": f"{SNAP_DIR}/blocks.npy"}
+    else:
+        stream = BatchStream(train_dev, cfg.batch_size, augment=augment, seed=cfg.seed,
+                             channels_last=cfg.channels_last and device.type == "cuda")
+        total = cfg.epochs * len(stream)
+        sched = make_scheduler(optimizer, cfg.optim(), total)
+        start = 0
+        if snap_dir is not None and cfg.snapshot_every:
+            start = _resume_steps(snap_dir, key, model, optimizer, sched)
+        pending: list[np.ndarray] = []
+
+        def on_step(s: int, batch) -> None:
+            if snap_dir is None or not cfg.snapshot_every:
+                return
+            ids = np.full(cfg.batch_size, -1, np.int64)
+            ids[: len(batch.ids)] = batch.ids.cpu().numpy()
+            pending.append(ids)
+            if s % cfg.snapshot_every == 0 or s == total:
+                write_npy(snap_dir / f"ids_{s:08d}.npy", np.stack(pending))  # ids of steps since last snapshot
+                pending.clear()
+                torch_save(snap_dir / f"step_{s:08d}.pt", {"key": key, "step": s, "model": model.state_dict(),
+                                                          "optimizer": optimizer.state_dict(),
+                                                          "scheduler": sched.state_dict(), "rng": _rng_state()})
+
+        train_model = torch.compile(model) if cfg.compile and device.type == "cuda" else model
+        step = run_epochs(train_model, stream, loss_fn, optimizer, sched, epochs=cfg.epochs, start_step=start,
+                          on_step=on_step, description=kind, max_steps=max_steps)
+        if max_steps is not None and step < total:
+            return TrainResult(model, {"interrupted_at_step": step})
+        if cfg.snapshot_every:
+            snapshot_info = {"mode": "steps", "every": cfg.snapshot_every, "steps": total,
+                             "files": sorted(p.name for p in snap_dir.glob("step_*.pt")) if snap_dir else []}
+    sync(device)
+    seconds = time.perf_counter() - t0
+    record = {
+        "kind": kind, "config": cfg.to_dict(), "config_hash": key, "seed": cfg.seed,
+        "data": bundle.describe(), "model": model.spec.to_dict(), "device": str(device),
+        "versions": versions(), "started": started, "finished": now_iso(), "seconds": seconds,
+        "steps": step, "train_size": len(train_data), "excluded": n_excluded, "snapshots": snapshot_info,
+        "accuracy": {"train": accuracy(model, train_dev), "val": accuracy(model, bundle.val),
+                     "test": accuracy(model, bundle.test)},
+        **(extra_record or {}),
+    }
+    run = finish_run(out_path, model, record) if out_path is not None else None
+    return TrainResult(model, record, run)
+
+
+def _save_block(snap_dir: Path, j: int, model, optimizer, key: str) -> None:
+    torch_save(snap_dir / f"block_{j:03d}.pt", {"key": key, "block": j, "model": model.state_dict(),
+                                                "optimizer": optimizer.state_dict(), "rng": _rng_state()})
+
+
+def _load_snapshot(path: Path, key: str) -> dict:
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise CheckpointError(f"corrupt snapshot {path}: {type(exc).__name__}") from exc
+    if blob.get("key") != key:
+        raise CheckpointError(f"{path.parent} holds snapshots of a different run (config or data differ); "
+                              "choose another --out or pass --force")
+    return blob
+
+
+def _resume_steps(snap_dir: Path, key: str, model, optimizer, sched) -> int:
+    snaps = sorted(snap_dir.glob("step_*.pt"))
+    if not snaps:
+        return 0
+    blob = _load_snapshot(snaps[-1], key)
+    model.load_state_dict(blob["model"])
+    optimizer.load_state_dict(blob["optimizer"])
+    sched.load_state_dict(blob["scheduler"])
+    _restore_rng(blob["rng"])
+    return int(blob["step"])
+
+
+def _resume_blocks(snap_dir: Path, key: str, model, optimizer, blocks: int) -> int:
+    snaps = sorted(snap_dir.glob("block_*.pt"))
+    if not snaps:
+        return 0
+    blob = _load_snapshot(snaps[-1], key)
+    model.load_state_dict(blob["model"])
+    optimizer.load_state_dict(blob["optimizer"])
+    _restore_rng(blob["rng"])
+    return min(int(blob["block"]), blocks)
+
+
+def load_block_snapshot(run_path: str | Path, j: int) -> dict:
+    """θ_j and its optimiser state from a block-incremental run (j = 0 is the initialisation)."""
+    p = Path(run_path) / SNAP_DIR / f"block_{j:03d}.pt"
+    if not p.exists():
+        raise CheckpointError(f"snapshot {p} is missing")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise CheckpointError(f"corrupt snapshot {p}: {type(exc).__name__}") from exc
+
+
+def load_block_assignment(run_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, block) arrays of a block-incremental run."""
+    p = Path(run_path) / SNAP_DIR / "blocks.npy"
+    if not p.exists():
+        raise CheckpointError(f"{run_path} was not trained in block mode (no {p.name}); "
+                              "train with --blocks B --epochs-per-block E")
+    arr = np.load(p, allow_pickle=False)
+    return arr[:, 0], arr[:, 1]

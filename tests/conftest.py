@@ -1,0 +1,50 @@
+"""Shared fixtures: small real data sets and models trained once per test session (CPU, seconds)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from obliviate.data import load_data
+from obliviate.training import TrainConfig, train
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+DIGITS_RECIPE = TrainConfig(model="cnn", epochs=8, batch_size=64, lr=0.05, seed=0)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn digits: 1,368 train / 70 val / 359 test, 8x8 grey, 10 classes."""
+    return load_data("digits")
+
+
+@pytest.fixture(scope="session")
+def digits_run(digits, tmp_path_factory):
+    """A small CNN trained on digits (~98 % test accuracy), saved as a run directory."""
+    out = tmp_path_factory.mktemp("runs") / "digits-cnn"
+    return train(digits, DIGITS_RECIPE, out)
+
+
+@pytest.fixture(scope="session")
+def digits_model(digits_run):
+    return digits_run.model
+
+
+@pytest.fixture(scope="session")
+def digits_blocks_run(digits, tmp_path_factory):
+    """The same CNN trained block-incrementally (DeepObliviate's mode): 8 blocks x 4 epochs."""
+    out = tmp_path_factory.mktemp("runs") / "digits-blocks"
+    cfg = TrainConfig(model="cnn", blocks=8, epochs_per_block=4, batch_size=32, lr=0.05, schedule="cosine", seed=0)
+    return train(digits, cfg, out)
+
+
+@pytest.fixture(scope="session")
+def fmnist():
+    """A Fashion-MNIST slice: 300 train images per class, 100 test images per class (real IDX files)."""
+    return load_data("fashion-mnist", train_per_class=300, test_per_class=100, val_fraction=0.0)
+
+
+@pytest.fixture(scope="session")
+def fmnist_run(fmnist, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "fmnist-cnn"
+    return train(fmnist, TrainConfig(model="cnn", epochs=6, batch_size=64, lr=0.05, seed=0), out)
