@@ -1,0 +1,73 @@
+"""``obliviate forget`` and ``obliviate methods``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from ..api import forget, load_checkpoint
+from ..data import ForgetRequest
+from ..errors import RequestError
+from ..methods import list_methods
+from ..methods.base import parse_param_strings
+from ..metrics.accuracy import accuracy
+from .app import app, cli_command, console
+
+
+def build_request(forget_class: list[int] | None, forget_ids: Path | None, forget_fraction: float | None,
+                  subset_per_class: int, seed: int) -> ForgetRequest:
+    given = sum([bool(forget_class), forget_ids is not None, forget_fraction is not None])
+    if given != 1:
+        raise RequestError("give exactly one of --forget-class, --forget-ids or --forget-fraction")
+    kw = {"subset_per_class": subset_per_class, "seed": seed}
+    if forget_class:
+        return ForgetRequest.for_classes(*forget_class, **kw)
+    if forget_ids is not None:
+        return ForgetRequest.from_ids_file(forget_ids, **kw)
+    return ForgetRequest.for_fraction(forget_fraction, **kw)
+
+
+@app.command("forget")
+@cli_command
+def forget_command(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="run directory of the trained model"),
+    method: str = typer.Option(..., "--method", help="method name (see `obliviate methods`)"),
+    out: Path = typer.Option(..., "--out", help="run directory for the unlearned model"),
+    forget_class: Optional[List[int]] = typer.Option(None, "--forget-class", help="class id to forget (repeatable)"),
+    forget_ids: Optional[Path] = typer.Option(None, "--forget-ids", help="file of training sample ids (text or .npy)"),
+    forget_fraction: Optional[float] = typer.Option(None, "--forget-fraction", help="random fraction of the training set"),
+    param: Optional[List[str]] = typer.Option(None, "--param", help="method parameter key=value (repeatable)"),
+    seed: int = typer.Option(0, "--seed"),
+    subset_per_class: int = typer.Option(1000, "--subset-per-class", help="size of the retain subset D_sub per class"),
+    device: Optional[str] = typer.Option(None, "--device"),
+    force: bool = typer.Option(False, "--force", help="overwrite a finished run in --out"),
+) -> None:
+    """Make a trained model forget a class, several classes, a fraction or given samples."""
+    request = build_request(forget_class, forget_ids, forget_fraction, subset_per_class, seed)
+    params = parse_param_strings(param)
+    ck = load_checkpoint(checkpoint, device)
+    request.validate(ck.data.num_classes)
+    model, record = forget(ck, request, method, out=out, params=params, seed=seed, device=device, overwrite=force)
+    split = request.resolve(ck.data.train, ck.data.num_classes)
+    test_forget, test_retain = split.test_split(ck.data.test)
+    table = Table("", "original", "unlearned", title=f"{method}: forget {request.describe()} ({record['seconds']:.2f} s)")
+    rows = [("forget (train)", split.forget(ck.data.train)), ("retain (train)", split.retain(ck.data.train)),
+            ("test-forget", test_forget), ("test-retain" if request.classes else "test", test_retain)]
+    for name, data in rows:
+        if data is not None and len(data):
+            table.add_row(name, f"{accuracy(ck.model, data):.4f}", f"{accuracy(model, data):.4f}")
+    console.print(table)
+    console.print(f"[green]saved[/] {out}")
+
+
+@app.command("methods")
+@cli_command
+def methods_command() -> None:
+    """List every unlearning method and what it needs to read."""
+    table = Table("method", "reads", "zero-glance", "requests", "what it does")
+    for cls in list_methods():
+        table.add_row(cls.name, ", ".join(sorted(cls.needs)) or "-", "yes" if cls.zero_glance else "no",
+                      ", ".join(sorted(cls.request_kinds)), cls.summary)
+    console.print(table)

@@ -1,0 +1,86 @@
+"""``obliviate train`` and the catalogue commands (``datasets``, ``models``)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..data import DataSpec, load_data
+from ..data.sources import SOURCES
+from ..data.splits import resolve_root
+from ..models import MODELS
+from ..training import TrainConfig, train
+from .app import app, cli_command, console
+
+
+def _accuracy_line(record: dict) -> str:
+    acc = record["accuracy"]
+    return (f"train {acc['train']:.4f}  val {acc['val']:.4f}  test {acc['test']:.4f}  "
+            f"({record['seconds']:.1f} s, {record['steps']} steps, {record['device']})")
+
+
+@app.command("train")
+@cli_command
+def train_command(
+    dataset: str = typer.Option(..., "--dataset", help="data set name (see `obliviate datasets`)"),
+    out: Path = typer.Option(..., "--out", help="run directory to write (model.pt, run.json, snapshots/)"),
+    model: str = typer.Option("resnet18", "--model", help="model name (see `obliviate models`)"),
+    epochs: int = typer.Option(10, "--epochs", help="epochs of plain training"),
+    seed: int = typer.Option(0, "--seed"),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="file or folder for data sets that need one"),
+    snapshot_every: int = typer.Option(0, "--snapshot-every", help="save a resumable snapshot every K steps"),
+    blocks: int = typer.Option(0, "--blocks", help="block-incremental training with B blocks (DeepObliviate)"),
+    epochs_per_block: int = typer.Option(1, "--epochs-per-block", help="epochs on each block in block mode"),
+    batch_size: int = typer.Option(256, "--batch-size"),
+    lr: float = typer.Option(0.1, "--lr", help="peak learning rate"),
+    optimizer: str = typer.Option("sgd", "--optimizer", help="sgd | adam | adamw"),
+    schedule: str = typer.Option("onecycle", "--schedule", help="onecycle | cosine | constant"),
+    weight_decay: float = typer.Option(5e-4, "--weight-decay"),
+    label_smoothing: float = typer.Option(0.0, "--label-smoothing"),
+    augment: Optional[str] = typer.Option(None, "--augment", help="none | flip | crop | crop-flip (default: per data set)"),
+    train_per_class: Optional[int] = typer.Option(None, "--train-per-class", help="cap training samples per class"),
+    test_per_class: Optional[int] = typer.Option(None, "--test-per-class", help="cap test samples per class"),
+    val_fraction: float = typer.Option(0.05, "--val-fraction"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if present)"),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model (CUDA)"),
+    force: bool = typer.Option(False, "--force", help="overwrite a finished run in --out"),
+) -> None:
+    """Train a model from scratch; a re-run into the same --out resumes from the last snapshot."""
+    spec = DataSpec(dataset, resolve_root(data_root), val_fraction=val_fraction, train_per_class=train_per_class,
+                    test_per_class=test_per_class)
+    cfg = TrainConfig(model=model, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                      weight_decay=weight_decay, schedule=schedule, label_smoothing=label_smoothing, augment=augment,
+                      seed=seed, snapshot_every=snapshot_every, blocks=blocks, epochs_per_block=epochs_per_block,
+                      compile=compile)
+    cfg.validate()
+    if model not in MODELS:
+        from ..errors import ObliviateError
+
+        raise ObliviateError(f"unknown model {model!r}; choose one of: {', '.join(sorted(MODELS))}")
+    bundle = load_data(spec)
+    result = train(bundle, cfg, out, device=device, overwrite=force)
+    console.print(f"[green]trained[/] {model} on {dataset} → {out}")
+    console.print(_accuracy_line(result.record))
+
+
+@app.command("datasets")
+@cli_command
+def datasets_command() -> None:
+    """List the data sets obliviate reads offline."""
+    table = Table("name", "needs --data-root", "description")
+    for name in sorted(SOURCES):
+        info = SOURCES[name]
+        table.add_row(name, "yes" if info.needs_root else "no", info.summary)
+    console.print(table)
+
+
+@app.command("models")
+@cli_command
+def models_command() -> None:
+    """List the model architectures."""
+    table = Table("name", "description")
+    for name in sorted(MODELS):
+        table.add_row(name, MODELS[name][1])
+    console.print(table)
