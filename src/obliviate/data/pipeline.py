@@ -120,8 +120,8 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1024) -> 
     return torch.cat(out)
 
 
-def autocast(device: torch.device):
+def autocast(device: torch.device, enabled: bool = True):
     """bf16 autocast on CUDA (fast, no loss scaling needed); a no-op elsewhere to keep CPU runs exact."""
-    if device.type == "cuda":
+    if device.type == "cuda" and enabled:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)

@@ -71,7 +71,7 @@ def run_epochs(model: torch.nn.Module, stream: BatchStream, loss_fn: LossFn, opt
                scheduler=None, *, epochs: int, start_step: int = 0, step_offset: int = 0,
                grad_hook: Callable[[torch.nn.Module], None] | None = None,
                on_step: Callable[[int, Batch], None] | None = None, description: str = "train",
-               max_steps: int | None = None) -> int:
+               max_steps: int | None = None, amp: bool = True) -> int:
     """Run ``epochs`` passes over ``stream`` from global step ``start_step``; return the step reached.
 
     Steps are numbered ``step_offset + epoch * len(stream) + b``; ``start_step`` lets a resumed run
@@ -89,7 +89,7 @@ def run_epochs(model: torch.nn.Module, stream: BatchStream, loss_fn: LossFn, opt
         for epoch in range((start_step - step_offset) // per_epoch, epochs):
             skip = (start_step - step_offset) - epoch * per_epoch if step == start_step else 0
             for batch in stream.epoch(epoch, start=max(0, skip), step_offset=step_offset + epoch * per_epoch):
-                with autocast(device):
+                with autocast(device, amp):
                     loss = loss_fn(model, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -141,7 +141,7 @@ def train_block(model: Classifier, optimizer: torch.optim.Optimizer, data: Array
         group.pop("initial_lr", None)
     sched = make_scheduler(optimizer, cfg.optim(), cfg.epochs_per_block * len(stream))
     return run_epochs(model, stream, cross_entropy(cfg.label_smoothing), optimizer, sched,
-                      epochs=cfg.epochs_per_block, description=description or f"block {block + 1}")
+                      epochs=cfg.epochs_per_block, description=description or f"block {block + 1}", amp=cfg.amp)
 
 
 def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | None = None, *,
@@ -224,7 +224,7 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
 
         train_model = torch.compile(model) if cfg.compile and device.type == "cuda" else model
         step = run_epochs(train_model, stream, loss_fn, optimizer, sched, epochs=cfg.epochs, start_step=start,
-                          on_step=on_step, description=kind, max_steps=max_steps)
+                          on_step=on_step, description=kind, max_steps=max_steps, amp=cfg.amp)
         if max_steps is not None and step < total:
             return TrainResult(model, {"interrupted_at_step": step})
         if cfg.snapshot_every:
