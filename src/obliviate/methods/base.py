@@ -49,6 +49,7 @@ class UnlearnContext:
     declared: frozenset = frozenset()
     _data: dict = field(default_factory=dict, repr=False)
     touched: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)  # method-specific facts for the record (e.g. blocks retrained)
 
     def _get(self, kind: str):
         if kind not in self.declared:
@@ -252,7 +253,7 @@ def unlearn(model: Classifier, data: DataBundle, request: ForgetRequest, method:
     record = {
         "method": m.name, "params": dataclasses.asdict(p), "seconds": seconds, "seed": seed,
         "request": request.to_dict(), "request_kind": request.kind, "zero_glance": m.zero_glance,
-        "declared": sorted(needs), "touched": dict(ctx.touched),
+        "declared": sorted(needs), "touched": dict(ctx.touched), "info": dict(ctx.info),
         "forget_size": int(len(split.forget_pos)), "retain_size": int(len(split.retain_pos)),
         "peak_gpu_memory_mb": (torch.cuda.max_memory_allocated(dev) / 2**20) if dev.type == "cuda" else None,
         "device": str(dev),

@@ -1,0 +1,158 @@
+"""``obliviate bench``, ``obliviate results`` and ``obliviate report``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..errors import ObliviateError
+from ..harness.executor import DEFAULT_STORE, bench
+from .app import app, cli_command, console, err_console
+
+#: Columns of the terminal table (a terminal is narrow; --all, the CSV and the report have every metric).
+TERMINAL = ("forget_acc", "retain_acc", "test_acc", "js_to_retrained", "relearn_ain", "seconds", "speedup_vs_retrain")
+STORE_HELP = f"results store (SQLite file; default {DEFAULT_STORE})"
+
+
+def _data_roots(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ObliviateError(f"--data-root {item!r}: expected DATASET=PATH, e.g. cifar10=data/cifar10-jpeg.npz")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+@app.command("bench")
+@cli_command
+def bench_command(
+    study: Path = typer.Argument(..., help="study file (YAML), e.g. studies/quick.yaml"),
+    store: Path = typer.Option(DEFAULT_STORE, "--store", help=STORE_HELP),
+    work: Optional[Path] = typer.Option(None, "--work", help="folder for trained models and figures "
+                                                             "(default: work/ beside the store)"),
+    executor: str = typer.Option("local", "--executor", help="local (this process) or ray"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (auto, ray://host:port); "
+                                                                          "default: start Ray on this machine"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="CPUs for a local Ray (one run per CPU)"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: the study's, else auto)"),
+    data_root: Optional[List[str]] = typer.Option(None, "--data-root", help="DATASET=PATH, overrides the study's "
+                                                                           "data_root (repeatable)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="validate the study and list its runs; run nothing"),
+) -> None:
+    """Run a study: train (or reuse) originals and retrained references, run every method, store results."""
+
+    def on_row(row: dict) -> None:
+        if row.get("status") != "done":
+            first = (row.get("error") or "").splitlines()[0] if row.get("error") else "?"
+            what = f"{row.get('dataset')}/{row.get('model')}/{row.get('request')}/{row.get('method')}/seed {row.get('seed')}"
+            err_console.print(f"[red]failed[/] {escape(what)}: {escape(first)}", highlight=False)
+
+    res = bench(study, store, work=work, executor=executor, address=ray_address, workers=workers, device=device,
+                dry_run=dry_run, data_roots=_data_roots(data_root), on_row=on_row)
+    s, plan = res.study, res.plan
+    for note in plan.skipped:
+        console.print(f"[yellow]skipped[/] {note}", highlight=False)
+    todo = len(plan.tasks) - res.already_done
+    console.print(f"study [bold]{s.name}[/]: {len(plan.tasks)} runs ({len(s.datasets)} data sets × {len(s.models)} "
+                  f"models × {len(s.seeds)} seeds × {len(s.requests)} requests × {len(s.methods)} methods), "
+                  f"{res.already_done} already done, {todo} to run", highlight=False)
+    if dry_run:
+        table = Table("key", "data set", "model", "seed", "request", "method", "state", title=f"runs of {s.name}")
+        from ..harness.store import Store
+
+        done = Store(res.store).done_keys(s.name) if res.store.exists() else set()
+        for t in plan.tasks:
+            table.add_row(t.key[:10], escape(t.dataset), escape(t.model), str(t.seed), escape(t.request), escape(t.method),
+                          "done" if t.key in done else "to run")
+        console.print(table)
+        return
+    if res.outcome is not None:
+        ok, bad = len(res.outcome.done), len(res.outcome.failed)
+        console.print(f"finished {ok} runs" + (f", [red]{bad} failed[/] (re-run to retry)" if bad else "") +
+                      f"; results in {res.store}. Next: obliviate results --store {res.store} --study {s.name}; "
+                      f"obliviate report --store {res.store} --study {s.name} --out report/", highlight=False)
+        if bad:
+            raise typer.Exit(1)
+    else:
+        console.print(f"nothing to do: every run is in {res.store}", highlight=False)
+
+
+@app.command("results")
+@cli_command
+def results_command(
+    store: Path = typer.Option(DEFAULT_STORE, "--store", help=STORE_HELP),
+    study: Optional[str] = typer.Option(None, "--study", help="study name (needed when the store holds several)"),
+    format: str = typer.Option("table", "--format", help="table, csv or parquet"),
+    out: Optional[Path] = typer.Option(None, "--out", help="file for csv/parquet (csv default: stdout)"),
+    raw: bool = typer.Option(False, "--raw", help="one line per seed instead of mean ± std"),
+    all_metrics: bool = typer.Option(False, "--all", help="table: every metric, not only the headline ones"),
+) -> None:
+    """Show or export a study's results: mean ± std over seeds per (data set, model, request, method)."""
+    from ..harness.store import Store, pick_study
+    from ..harness.tables import aggregate, best_rows, fmt, headline_metrics, info, metric_columns, rows_frame
+
+    if format not in ("table", "csv", "parquet"):
+        raise ObliviateError(f"unknown format {format!r}; choose table, csv or parquet")
+    with Store(store, create=False) as st:
+        name = pick_study(st, study)
+        rows = st.rows(name)
+        n_failed = len(st.rows(name, status="failed"))
+    if not rows:
+        raise ObliviateError(f"study {name!r} has no finished run in {store}")
+    frame = rows_frame(rows) if raw else aggregate(rows)
+    if format == "csv":
+        if out is None:
+            typer.echo(frame.to_csv(index=False), nl=False)
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            frame.to_csv(out, index=False)
+            console.print(f"wrote {out} ({len(frame)} rows)")
+        return
+    if format == "parquet":
+        if out is None:
+            raise ObliviateError("--format parquet needs --out FILE")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            frame.to_parquet(out, index=False)
+        except ImportError as exc:
+            raise ObliviateError(f"parquet export needs pyarrow: pip install obliviate[parquet] ({exc})") from None
+        console.print(f"wrote {out} ({len(frame)} rows)")
+        return
+    agg = aggregate(rows)
+    metrics = [c[:-5] for c in agg.columns if c.endswith("_mean")] if all_metrics else \
+        [m for m in headline_metrics(agg) if m in TERMINAL]
+    for (ds, model, req), group in agg.groupby(["dataset", "model", "request"], sort=False):
+        table = Table(title=escape(f"{name}: {ds} / {model} / forget {req}"), title_justify="left")
+        table.add_column("method", no_wrap=True)
+        table.add_column("seeds")
+        for m in metrics:
+            table.add_column(info(m).label + (" %" if info(m).percent else ""), justify="right")
+        best = {m: best_rows(group, m) for m in metrics}
+        for idx, r in group.iterrows():
+            cells = []
+            for m in metrics:
+                text = fmt(m, r[f"{m}_mean"], r.get(f"{m}_std"))
+                cells.append(f"[bold green]{text}[/]" if idx in best[m] else text)
+            table.add_row(escape(r["method"]), str(r["n_seeds"]), *cells)
+        console.print(table)
+    console.print("mean ± std over seeds; [bold green]green[/]: best unlearning method per column "
+                  "(closest to retrain for forget acc, MIA, ZRF, AIN)" +
+                  (f"; [red]{n_failed} failed runs[/] not shown" if n_failed else ""), highlight=False)
+
+
+@app.command("report")
+@cli_command
+def report_command(
+    out: Path = typer.Option(..., "--out", help="folder for report.html, report.md and figures/"),
+    store: Path = typer.Option(DEFAULT_STORE, "--store", help=STORE_HELP),
+    study: Optional[str] = typer.Option(None, "--study", help="study name (needed when the store holds several)"),
+) -> None:
+    """Write a self-contained HTML report (and Markdown) of a study's results."""
+    from ..harness.report import write_report
+
+    html, md = write_report(store, out, study)
+    console.print(f"wrote {html} and {md}")

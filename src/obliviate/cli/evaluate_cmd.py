@@ -1,0 +1,107 @@
+"""``obliviate evaluate``: every metric of an unlearned run against its original (and a retrained run)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import CheckpointError, ObliviateError
+from .app import app, cli_command, console
+
+
+def _same_data(a: dict, b: dict) -> bool:
+    return a.get("source_hash") == b.get("source_hash") and a.get("spec") == b.get("spec")
+
+
+def _check_run(label: str, path: Path, record: dict, ck) -> None:
+    """A run must be on the original's data set (same source and splits) and of the same model."""
+    if "data" not in record or "model" not in record:
+        raise CheckpointError(f"{path}/run.json lacks the data or model record")
+    if not _same_data(record["data"], ck.run.record["data"]):
+        raise ObliviateError(f"--{label} {path} was made on data set {record['data'].get('name')!r} "
+                             f"{record['data'].get('spec')}, but --original {ck.path} on "
+                             f"{ck.data.name!r} {ck.run.record['data'].get('spec')}: evaluate runs of one data set")
+    mine, theirs = record["model"], ck.run.record["model"]
+    keys = ("name", "input_shape", "num_classes", "options")
+    if any(mine.get(k) != theirs.get(k) for k in keys):
+        raise ObliviateError(f"--{label} {path} holds a {mine.get('name')!r} model {mine.get('options') or ''}, "
+                             f"--original {ck.path} a {theirs.get('name')!r} model {theirs.get('options') or ''}: "
+                             "evaluate models of one architecture")
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_fmt(x) for x in v[:12]) + (", …]" if len(v) > 12 else "]")
+    return str(v)
+
+
+@app.command("evaluate")
+@cli_command
+def evaluate_command(
+    original: Path = typer.Option(..., "--original", help="run directory of the original model θ₀"),
+    unlearned: Path = typer.Option(..., "--unlearned", help="run directory written by `obliviate forget`"),
+    retrained: Optional[Path] = typer.Option(None, "--retrained",
+                                             help="run directory of θ₀'s recipe retrained without the forget set"),
+    out: Path = typer.Option(..., "--out", help="folder for metrics.json and the PNG figures"),
+    no_figures: bool = typer.Option(False, "--no-figures", help="write metrics.json only"),
+    no_relearn: bool = typer.Option(False, "--no-relearn", help="skip the relearn-time fine-tuning (slowest part)"),
+    seed: int = typer.Option(0, "--seed", help="seed of every subsample, CV split, relearn order and random model"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1, … (default: cuda if present)"),
+) -> None:
+    """Measure how well an unlearned model forgot and what it cost; writes metrics.json and figures."""
+    from ..api import load_checkpoint
+    from ..data import ForgetRequest
+    from ..env import pick_device
+    from ..metrics.evaluate import METRICS_FILE, evaluate
+    from ..training import open_run
+
+    if out.exists() and not out.is_dir():
+        raise ObliviateError(f"--out {out} exists and is not a directory")
+    ck = load_checkpoint(original, device)
+    dev = pick_device(device)
+    un = open_run(unlearned)
+    if un.record.get("kind") != "forget":
+        raise ObliviateError(f"--unlearned {unlearned} is not an unlearning run (its run.json has kind "
+                             f"{un.record.get('kind')!r}; make one with `obliviate forget`)")
+    if "request" not in un.record:
+        raise CheckpointError(f"{unlearned}/run.json does not say what was forgotten (no request)")
+    _check_run("unlearned", unlearned, un.record, ck)
+    recorded = un.record.get("original")
+    if recorded and Path(recorded).resolve() != ck.path.resolve():
+        console.print(f"[yellow]note:[/] {unlearned} was unlearned from {recorded}, not {ck.path}; "
+                      "data set and model match, so evaluating against the given original")
+    request = ForgetRequest.from_dict(un.record["request"])
+    split = request.resolve(ck.data.train, ck.data.num_classes)
+    re_model, re_record = None, None
+    if retrained is not None:
+        re = open_run(retrained)
+        _check_run("retrained", retrained, re.record, ck)
+        if re.record.get("kind") == "forget":
+            if ForgetRequest.from_dict(re.record.get("request", {})) != request:
+                raise ObliviateError(f"--retrained {retrained} forgot {re.record.get('request')}, "
+                                     f"--unlearned {unlearned} forgot {un.record['request']}: not the same request")
+        elif "excluded" in re.record and int(re.record["excluded"]) != len(split.forget_pos):
+            raise ObliviateError(f"--retrained {retrained} was trained without {re.record['excluded']} samples, "
+                                 f"but the request ({request.describe()}) forgets {len(split.forget_pos)}: "
+                                 "retrain without exactly the forget set")
+        re_model, re_record = re.load_model(dev), re.record
+    metrics = evaluate(ck.model, un.load_model(dev), ck.data, request, retrained=re_model,
+                       unlearn_record=un.record, retrain_record=re_record, out=out, figures=not no_figures,
+                       seed=seed, relearn=not no_relearn)
+    table = Table(title=f"{un.record.get('method', 'unlearned')} · {request.describe()} · {ck.data.name}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        if key in ("figures",):
+            continue
+        table.add_row(key, _fmt(value))
+    console.print(table)
+    console.print(f"wrote {out / METRICS_FILE}" + (f" and {', '.join(metrics['figures'])}" if metrics.get("figures") else ""))

@@ -1,0 +1,323 @@
+"""Turn a study into runs and execute one run: a pure function of (task, store path, work folder).
+
+Every run (one row of the results store) is a ``Task``: plain data holding everything that decides its
+result. Its ``key`` is the content address of that data, so re-running a study skips every key the
+store already holds as done, and a changed recipe, request or parameter gets a new key.
+
+``execute_task`` does one run end to end and writes its own row, so the local executor (a loop) and
+the Ray executor (remote calls) share it. The expensive shared pieces, the original model per
+(data set, model, seed) and the retrained reference per request, live in content-addressed run
+folders under the work folder: whoever needs one first trains it (under a file lock, so two
+processes never train the same model twice), everyone after reuses it.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import fcntl
+import functools
+import time
+import traceback
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from ..data import DataBundle, DataSpec, ForgetRequest, load_data
+from ..env import now_iso, pick_device, versions
+from ..errors import ObliviateError
+from ..io import config_hash, write_json
+from ..models import model_for
+from ..training import TrainConfig, finish_run, open_run, train
+from ..training.checkpoint import RUN_FILE
+from .store import KEY_METRICS, Store
+from .study import REFERENCE_METHODS, Study
+
+ORIGINALS, RETRAINS, RUNS, LOCKS = "originals", "retrains", "runs", "locks"
+
+
+@dataclass
+class Task:
+    """One run: (data set, model, seed, request, method+params). Plain data, JSON- and pickle-able."""
+
+    study: str
+    dataset: str
+    data_spec: dict
+    source_hash: str
+    model: str
+    train: dict  # full TrainConfig.to_dict(), seed included
+    request: str
+    request_spec: dict  # ForgetRequest.to_dict()
+    method: str  # label
+    method_name: str
+    params: dict  # resolved parameters (defaults filled in)
+    seed: int
+    evaluate: dict
+    reference: bool = False  # the harness's own retrain / original row
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            self.key = config_hash(self.identity())
+
+    def identity(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("key")
+        d["data_spec"] = {k: v for k, v in self.data_spec.items() if k != "root"}  # where the file lies is not what it is
+        d["evaluate"] = {k: v for k, v in self.evaluate.items() if k != "keep_models"}
+        return d
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Task":
+        return cls(**d)
+
+    @property
+    def original_key(self) -> str:
+        return config_hash({"data": self.identity()["data_spec"], "source": self.source_hash, "train": self.train})
+
+    @property
+    def retrain_key(self) -> str:
+        return config_hash({"original": self.original_key, "request": self.request_spec})
+
+    @property
+    def title(self) -> str:
+        return f"{self.dataset}/{self.model}/{self.request}/{self.method}/seed {self.seed}"
+
+
+@dataclass
+class Plan:
+    tasks: list[Task]
+    skipped: list[str] = field(default_factory=list)  # combinations a method cannot handle
+
+
+# ------------------------------------------------------------------ validation against the data
+@functools.lru_cache(maxsize=4)
+def _load_bundle_cached(spec_json: str) -> DataBundle:
+    import json
+
+    return load_data(DataSpec.from_dict(json.loads(spec_json)))
+
+
+def load_bundle(spec: dict) -> DataBundle:
+    import json
+
+    return _load_bundle_cached(json.dumps(spec, sort_keys=True))
+
+
+def train_config_for(study: Study, ds, model, seed: int) -> TrainConfig:
+    merged = {**study.train, **ds.train, **model.train, "model": model.name,
+              "model_options": dict(model.options), "seed": seed}
+    return TrainConfig.from_dict(merged)
+
+
+def check_study(study: Study) -> dict[str, DataBundle]:
+    """Load every data set and check models, recipes and requests against it; errors name the line."""
+    from ..methods import get_method
+
+    bundles: dict[str, DataBundle] = {}
+    for ds in study.datasets:
+        try:
+            bundles[ds.label] = load_data(DataSpec.from_dict(ds.spec))
+        except ObliviateError as exc:
+            raise study.error(ds.path, str(exc)) from None
+        bundle = bundles[ds.label]
+        for m in study.models:
+            try:
+                model_for(m.name, bundle, **m.options)
+            except ObliviateError as exc:
+                raise study.error(m.path, f"model {m.label!r} does not fit data set {ds.label!r}: {exc}") from None
+            except Exception as exc:  # an architecture that cannot take this input shape
+                raise study.error(m.path, f"model {m.label!r} cannot be built for data set {ds.label!r} "
+                                          f"(input {bundle.input_shape}): {type(exc).__name__}: {exc}") from None
+            try:
+                train_config_for(study, ds, m, study.seeds[0]).validate()
+            except ObliviateError as exc:
+                raise study.error(m.path if m.train else ("train",), str(exc)) from None
+        for r in study.requests:
+            req = ForgetRequest.from_dict({**r.request, "seed": r.seed if r.seed is not None else study.seeds[0]})
+            try:
+                req.resolve(bundle.train, bundle.num_classes)
+            except ObliviateError as exc:
+                raise study.error(r.path, f"on data set {ds.label!r}: {exc}") from None
+    for me in study.methods:
+        if me.name in REFERENCE_METHODS and me.name not in _registered():
+            continue
+        get_method(me.name)
+    return bundles
+
+
+def _registered() -> set[str]:
+    from ..methods import METHODS, load_all
+
+    load_all()
+    return set(METHODS)
+
+
+def make_plan(study: Study, bundles: dict[str, DataBundle] | None = None) -> Plan:
+    """Expand datasets × models × seeds × requests × methods into tasks (with data checks)."""
+    from ..methods import METHODS, resolve_params
+
+    bundles = bundles if bundles is not None else check_study(study)
+    registered = _registered()
+    tasks, skipped = [], []
+    for ds in study.datasets:
+        bundle = bundles[ds.label]
+        for m in study.models:
+            for seed in study.seeds:
+                cfg = train_config_for(study, ds, m, seed)
+                for r in study.requests:
+                    req = ForgetRequest.from_dict({**r.request, "seed": r.seed if r.seed is not None else seed})
+                    for me in study.methods:
+                        if (me.only_models and m.label not in me.only_models) or \
+                                (me.only_requests and r.label not in me.only_requests) or \
+                                (me.only_datasets and ds.label not in me.only_datasets):
+                            continue
+                        reference = me.name in REFERENCE_METHODS and (not me.params or me.name not in registered)
+                        params: dict[str, Any] = {}
+                        if not reference:
+                            method = METHODS[me.name]()
+                            if req.kind not in method.request_kinds:
+                                note = f"{me.label} skips {r.label} ({method.name} handles " \
+                                       f"{', '.join(sorted(method.request_kinds))} requests)"
+                                if note not in skipped:
+                                    skipped.append(note)
+                                continue
+                            params = dataclasses.asdict(resolve_params(method, me.params))
+                        tasks.append(Task(study.name, ds.label, dict(ds.spec), bundle.source_hash, m.label,
+                                          cfg.to_dict(), r.label, req.to_dict(), me.label, me.name, params, seed,
+                                          dict(study.evaluate), reference))
+    return Plan(tasks, skipped)
+
+
+# ------------------------------------------------------------------ shared models (original, retrained)
+@contextlib.contextmanager
+def _locked(work: Path, name: str) -> Iterator[None]:
+    """An exclusive lock across processes (Ray workers, two bench runs) for building one shared model."""
+    path = work / LOCKS / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+_models: OrderedDict[str, Any] = OrderedDict()
+
+
+def _cached_model(run_path: Path, device: torch.device):
+    """Load a finished run's model, keeping the last few in memory; callers get a private copy."""
+    key = f"{run_path.resolve()}@{device}"
+    if key not in _models:
+        _models[key] = open_run(run_path).load_model(device).eval()
+        while len(_models) > 4:
+            _models.popitem(last=False)
+    _models.move_to_end(key)
+    return copy.deepcopy(_models[key])
+
+
+def original_dir(task: Task, work: Path) -> Path:
+    return work / ORIGINALS / f"{task.dataset}-{task.model}-s{task.seed}-{task.original_key}"
+
+
+def retrain_dir(task: Task, work: Path) -> Path:
+    return work / RETRAINS / f"{task.dataset}-{task.model}-s{task.seed}-{task.retrain_key}"
+
+
+def ensure_original(task: Task, bundle: DataBundle, work: Path, device: torch.device):
+    """The original model of (data set, model, seed): reuse the finished run, or train it now."""
+    path = original_dir(task, work)
+    if not (path / RUN_FILE).exists():
+        with _locked(work, path.name):
+            if not (path / RUN_FILE).exists():
+                train(bundle, TrainConfig.from_dict(task.train), path, device=device,
+                      extra_record={"study": task.study})
+    run = open_run(path)
+    if run.record.get("data", {}).get("source_hash") != bundle.source_hash:
+        raise ObliviateError(f"{path} was trained on other data than {task.dataset!r}; delete it to retrain")
+    return _cached_model(path, device), run
+
+
+def ensure_retrain(task: Task, bundle: DataBundle, original, orig_run, work: Path, device: torch.device):
+    """The retrained reference for (original, request): the ``retrain`` method with the original recipe."""
+    from ..methods import unlearn
+
+    path = retrain_dir(task, work)
+    if not (path / RUN_FILE).exists():
+        with _locked(work, path.name):
+            if not (path / RUN_FILE).exists():
+                cfg = TrainConfig.from_dict(task.train)
+                model, record = unlearn(original, bundle, ForgetRequest.from_dict(task.request_spec), "retrain",
+                                        device=device, seed=task.seed, train_config=cfg, run_path=orig_run.path)
+                finish_run(path, model, {"kind": "retrain", "original": str(orig_run.path), "config": cfg.to_dict(),
+                                         "versions": versions(), "finished": now_iso(), **record})
+    return _cached_model(path, device), open_run(path).record
+
+
+# ------------------------------------------------------------------ one run
+def execute_task(task: Task | dict, store_path: str | Path, work_dir: str | Path, device: str | None = None,
+                 write: bool = True) -> dict:
+    """Run one task end to end and (with ``write``) commit its row. Returns the row.
+
+    An exception inside the run becomes a ``failed`` row (re-run later); Ctrl-C propagates and
+    leaves no row, so the run counts as missing and is redone on resume.
+    """
+    from ..metrics.evaluate import evaluate
+    from ..methods import unlearn
+
+    task = Task.from_dict(task) if isinstance(task, dict) else task
+    work = Path(work_dir)
+    started, t0 = now_iso(), time.perf_counter()
+    out = work / RUNS / task.key
+    row: dict[str, Any] = {"key": task.key, "study": task.study, "dataset": task.dataset, "model": task.model,
+                           "request": task.request, "method": task.method, "method_name": task.method_name,
+                           "params": task.params, "seed": task.seed, "config": task.to_dict(),
+                           "artifacts": str(out.resolve()), "started": started}
+    try:
+        dev = pick_device(device)
+        bundle = load_bundle(task.data_spec)
+        request = ForgetRequest.from_dict(task.request_spec)
+        original, orig_run = ensure_original(task, bundle, work, dev)
+        retrained, retrain_record = ensure_retrain(task, bundle, original, orig_run, work, dev)
+        if task.reference and task.method_name == "original":
+            unlearned = copy.deepcopy(original)
+            record = {"method": "original", "params": {}, "seconds": None, "seed": task.seed,
+                      "request": request.to_dict(), "note": "the original model, before unlearning"}
+        elif task.reference:
+            unlearned, record = copy.deepcopy(retrained), dict(retrain_record)
+        else:
+            unlearned, record = unlearn(original, bundle, request, task.method_name, params=task.params,
+                                        device=dev, seed=task.seed, train_config=TrainConfig.from_dict(task.train),
+                                        run_path=orig_run.path)
+        metrics = evaluate(original, unlearned, bundle, request, retrained=retrained, unlearn_record=record,
+                           retrain_record=retrain_record, out=out, figures=task.evaluate.get("figures", True),
+                           seed=task.seed, relearn=task.evaluate.get("relearn", True))
+        if task.evaluate.get("keep_models"):
+            finish_run(out, unlearned, {"kind": "forget", **record})
+        metrics = dict(metrics)
+        ta, tr = metrics.get("test_acc"), metrics.get("test_acc_retrained")
+        # DeepObliviate reports accuracy as a share of the retrained model's: keep it comparable
+        metrics["test_acc_ratio_to_retrain"] = (ta / tr) if ta is not None and tr else None
+        row.update(status="done", metrics=metrics, **{k: metrics.get(k) for k in KEY_METRICS})
+        row["record"] = {"unlearn": record, "retrain": {k: retrain_record.get(k) for k in ("seconds", "params",
+                                                                                         "forget_size",
+                                                                                         "retain_size")},
+                         "original_run": str(orig_run.path.resolve()), "versions": versions(),
+                         "device": str(dev), "wall_seconds": time.perf_counter() - t0}
+        write_json(out / "row.json", {k: v for k, v in row.items() if k != "config"} | {"task": task.to_dict()})
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # the run failed; record why and go on with the others
+        row.update(status="failed", error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}")
+    row["finished"] = now_iso()
+    if write:
+        with Store(store_path) as store:
+            store.put(row)
+    return row

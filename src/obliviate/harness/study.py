@@ -1,0 +1,491 @@
+"""Study files: parse a YAML study, validate it with errors that name the line, expand it into runs.
+
+A study is the whole experiment in one file: data sets, models, a training recipe, forget requests,
+methods (a list value in ``params`` is a grid), seeds, and published numbers to show beside ours.
+Parsing keeps every node's line (yaml's compose API) so a semantic error — an unknown method, a class
+out of range, a string where a number belongs — points at ``study.yaml:LINE`` and not just at a key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import itertools
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ObliviateError
+
+#: Pseudo-methods the harness runs itself: ``original`` evaluates θ₀ unchanged (the "before" row) and
+#: ``retrain`` is the exact-unlearning reference (train from scratch on D_r with the original recipe),
+#: trained once per request and seed and reused by every method's comparison.
+REFERENCE_METHODS = ("original", "retrain")
+
+TOP_KEYS = {"name", "description", "datasets", "models", "train", "requests", "methods", "seeds", "evaluate",
+            "published", "device"}
+DATASET_KEYS = {"name", "data_root", "root", "label", "val_fraction", "test_fraction", "train_per_class",
+                "test_per_class", "split_seed", "train"}
+MODEL_KEYS = {"name", "label", "options", "train"}
+REQUEST_KEYS = {"classes", "fraction", "ids", "ids_file", "subset_per_class", "seed", "label"}
+METHOD_KEYS = {"name", "label", "params", "models", "requests", "datasets"}
+EVAL_KEYS = {"relearn", "figures", "keep_models"}
+PUBLISHED_KEYS = {"dataset", "model", "request", "method", "metric", "value", "source", "note"}
+
+
+class StudyError(ObliviateError):
+    """A study file problem, with ``file:line`` in the message."""
+
+
+# ------------------------------------------------------------------ YAML with line numbers
+class Located:
+    """Plain data from YAML plus a path → line map, so any value can be traced to its line."""
+
+    def __init__(self, data: Any, lines: dict[tuple, int], file: str):
+        self.data, self.lines, self.file = data, lines, file
+
+    def line(self, path: tuple) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get((), None)
+
+    def error(self, path: tuple, msg: str) -> StudyError:
+        line = self.line(tuple(path))
+        where = f"{self.file}:{line}" if line else self.file
+        dotted = _dotted(path)
+        return StudyError(f"{where}: {dotted + ': ' if dotted else ''}{msg}")
+
+
+def _dotted(path: tuple) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _walk(node: yaml.Node, path: tuple, lines: dict, file: str) -> None:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for k, v in node.value:
+            key = k.value if isinstance(k, yaml.ScalarNode) else str(k.value)
+            if key in seen:
+                raise StudyError(f"{file}:{k.start_mark.line + 1}: key {key!r} appears twice "
+                                 f"(first on line {seen[key]})")
+            seen[key] = k.start_mark.line + 1
+            lines[path + (key,)] = k.start_mark.line + 1
+            _walk(v, path + (key,), lines, file)
+            lines[path + (key,)] = k.start_mark.line + 1  # a key's line, not its value's
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _walk(v, path + (i,), lines, file)
+
+
+def load_yaml(text: str, file: str = "<study>") -> Located:
+    """Parse YAML text; syntax errors become ``file:line:col: problem``."""
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                raise StudyError(f"{file}: the study file is empty")
+            lines: dict[tuple, int] = {}
+            _walk(node, (), lines, file)
+            data = loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
+        problem = " ".join(p for p in (exc.context, exc.problem) if p)
+        raise StudyError(f"{where}: YAML syntax error: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise StudyError(f"{file}: YAML error: {exc}") from None
+    return Located(data, lines, file)
+
+
+# ------------------------------------------------------------------ the parsed study
+@dataclass
+class DatasetEntry:
+    label: str
+    spec: dict  # DataSpec fields (name, root, train_per_class, ...)
+    train: dict = field(default_factory=dict)
+    path: tuple = ()
+
+
+@dataclass
+class ModelEntry:
+    label: str
+    name: str
+    options: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    path: tuple = ()
+
+
+@dataclass
+class RequestEntry:
+    label: str
+    request: dict  # ForgetRequest.to_dict() minus seed when it follows the run seed
+    seed: int | None = None
+    path: tuple = ()
+
+
+@dataclass
+class MethodEntry:
+    label: str
+    name: str
+    params: dict  # one grid point
+    only_models: tuple = ()
+    only_requests: tuple = ()
+    only_datasets: tuple = ()
+    path: tuple = ()
+
+
+@dataclass
+class Study:
+    name: str
+    description: str
+    file: str
+    text: str
+    datasets: list[DatasetEntry]
+    models: list[ModelEntry]
+    train: dict
+    requests: list[RequestEntry]
+    methods: list[MethodEntry]
+    seeds: list[int]
+    evaluate: dict
+    published: list[dict]
+    device: str | None = None
+    located: Located | None = None
+
+    def error(self, path: tuple, msg: str) -> StudyError:
+        return self.located.error(path, msg) if self.located else StudyError(f"{self.file}: {msg}")
+
+
+def _type_name(v: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a mapping", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def _expect(doc: Located, path: tuple, value: Any, kind, what: str) -> Any:
+    ok = isinstance(value, kind) and not (kind in (int, float, (int, float)) and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        raise doc.error(path, f"expected {what}, got {_type_name(value)} {value!r}")
+    return value
+
+
+def _unknown_keys(doc: Located, path: tuple, mapping: dict, allowed: set, what: str) -> None:
+    for k in mapping:
+        if k not in allowed:
+            close = difflib.get_close_matches(str(k), sorted(allowed), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise doc.error(path + (k,), f"unknown {what} key {k!r}{hint}; valid: {', '.join(sorted(allowed))}")
+
+
+def _choose(doc: Located, path: tuple, name: str, choices: list[str], what: str) -> None:
+    if name not in choices:
+        close = difflib.get_close_matches(name, choices, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise doc.error(path, f"unknown {what} {name!r}{hint}; choose one of: {', '.join(choices)}")
+
+
+def _check_train(doc: Located, path: tuple, train: Any) -> dict:
+    """Type-check TrainConfig overrides against the dataclass's annotations."""
+    from ..training import TrainConfig
+
+    if train is None:
+        return {}
+    _expect(doc, path, train, dict, "a mapping of training options")
+    hints = typing.get_type_hints(TrainConfig)
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    out = {}
+    for k, v in train.items():
+        if k in ("model", "seed"):
+            raise doc.error(path + (k,), f"{k!r} is not a training option here: "
+                                         f"{'list models under models:' if k == 'model' else 'list seeds under seeds:'}")
+        if k not in names:
+            close = difflib.get_close_matches(k, sorted(names), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise doc.error(path + (k,), f"unknown training option {k!r}{hint}")
+        out[k] = _coerce(doc, path + (k,), v, hints[k])
+    return out
+
+
+def _coerce(doc: Located, path: tuple, v: Any, annotation: Any) -> Any:
+    """Check one value against a dataclass annotation (int, float, bool, str, Optional[...], dict)."""
+    args = typing.get_args(annotation)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), annotation) if args else annotation
+    if v is None:
+        if optional:
+            return None
+        raise doc.error(path, f"expected {_type_name(base()) if base in (int, float, str, bool) else base}, got null")
+    if base is bool:
+        return _expect(doc, path, v, bool, "true or false")
+    if base is int:
+        return _expect(doc, path, v, int, "an integer")
+    if base is float:
+        return float(_expect(doc, path, v, (int, float), "a number"))
+    if base is str:
+        return _expect(doc, path, v, str, "a string")
+    if typing.get_origin(base) is dict or base is dict:
+        return _expect(doc, path, v, dict, "a mapping")
+    return v
+
+
+def _resolve_root(root: str, study_dir: Path) -> str:
+    """Relative data roots resolve against the study file's folder, then the working directory."""
+    p = Path(os.path.expandvars(os.path.expanduser(root)))
+    if p.is_absolute():
+        return str(p)
+    for base in (study_dir, Path.cwd()):
+        if (base / p).exists():
+            return str((base / p).resolve())
+    return str((study_dir / p).resolve())
+
+
+def _is_list_type(annotation: Any) -> bool:
+    ann = annotation
+    for a in typing.get_args(annotation) or ():
+        if a is not type(None):
+            ann = a
+    return typing.get_origin(ann) in (list, tuple) or ann in (list, tuple)
+
+
+def parse_study(text: str, file: str = "<study>", *, data_roots: dict[str, str] | None = None) -> Study:
+    """Parse and structurally validate a study (no data loaded: see ``check_study`` for that)."""
+    from ..data.sources import SOURCES
+    from ..methods import METHODS, load_all, resolve_params
+    from ..models import MODELS
+
+    doc = load_yaml(text, file)
+    d = doc.data
+    study_dir = Path(file).parent if file and not file.startswith("<") else Path.cwd()
+    if not isinstance(d, dict):
+        raise doc.error((), f"a study is a mapping (name:, datasets:, models:, ...), got {_type_name(d)}")
+    _unknown_keys(doc, (), d, TOP_KEYS, "study")
+    for req in ("datasets", "models", "requests", "methods"):
+        if req not in d or d[req] in (None, [], {}):
+            raise doc.error((), f"missing {req!r}: a study needs datasets, models, requests and methods")
+    name = d.get("name") or Path(file).stem
+    _expect(doc, ("name",), name, str, "a string")
+
+    # ---- data sets
+    datasets: list[DatasetEntry] = []
+    entries = d["datasets"] if isinstance(d["datasets"], list) else [d["datasets"]]
+    for i, e in enumerate(entries):
+        p = ("datasets", i) if isinstance(d["datasets"], list) else ("datasets",)
+        if isinstance(e, str):
+            e = {"name": e}
+        _expect(doc, p, e, dict, "a data set name or mapping")
+        _unknown_keys(doc, p, e, DATASET_KEYS, "data set")
+        if "name" not in e:
+            raise doc.error(p, "a data set needs a name")
+        _expect(doc, p + ("name",), e["name"], str, "a string")
+        _choose(doc, p + ("name",), e["name"], sorted(SOURCES), "data set")
+        spec: dict[str, Any] = {"name": e["name"]}
+        root = e.get("data_root", e.get("root"))
+        if data_roots and e["name"] in data_roots:
+            root = data_roots[e["name"]]
+        if root is not None:
+            _expect(doc, p + ("data_root",), root, str, "a path")
+            spec["root"] = _resolve_root(root, study_dir)
+        for k, kind in (("val_fraction", float), ("test_fraction", float), ("train_per_class", int),
+                        ("test_per_class", int), ("split_seed", int)):
+            if e.get(k) is not None:
+                spec[k] = _expect(doc, p + (k,), e[k], kind, "a number" if kind is float else "an integer")
+        label = str(e.get("label") or e["name"])
+        datasets.append(DatasetEntry(label, spec, _check_train(doc, p + ("train",), e.get("train")), p))
+    _unique(doc, [x.label for x in datasets], [x.path for x in datasets], "data set")
+
+    # ---- models
+    models: list[ModelEntry] = []
+    entries = d["models"] if isinstance(d["models"], list) else [d["models"]]
+    for i, e in enumerate(entries):
+        p = ("models", i) if isinstance(d["models"], list) else ("models",)
+        if isinstance(e, str):
+            e = {"name": e}
+        _expect(doc, p, e, dict, "a model name or mapping")
+        _unknown_keys(doc, p, e, MODEL_KEYS, "model")
+        if "name" not in e:
+            raise doc.error(p, "a model needs a name")
+        _expect(doc, p + ("name",), e["name"], str, "a string")
+        _choose(doc, p + ("name",), e["name"], sorted(MODELS), "model")
+        options = _expect(doc, p + ("options",), e.get("options") or {}, dict, "a mapping")
+        models.append(ModelEntry(str(e.get("label") or e["name"]), e["name"], options,
+                                 _check_train(doc, p + ("train",), e.get("train")), p))
+    _unique(doc, [x.label for x in models], [x.path for x in models], "model")
+
+    train = _check_train(doc, ("train",), d.get("train"))
+
+    # ---- requests
+    requests: list[RequestEntry] = []
+    _expect(doc, ("requests",), d["requests"], list, "a list of forget requests")
+    for i, e in enumerate(d["requests"]):
+        p = ("requests", i)
+        _expect(doc, p, e, dict, "a mapping with classes:, fraction: or ids:")
+        _unknown_keys(doc, p, e, REQUEST_KEYS, "request")
+        given = [k for k in ("classes", "fraction", "ids", "ids_file") if e.get(k) is not None]
+        if len(given) != 1:
+            raise doc.error(p, "a request takes exactly one of classes:, fraction:, ids: or ids_file: "
+                               f"(got {', '.join(given) or 'none'})")
+        req: dict[str, Any] = {}
+        if "classes" in given:
+            cl = e["classes"] if isinstance(e["classes"], list) else [e["classes"]]
+            for j, c in enumerate(cl):
+                _expect(doc, p + ("classes", j) if isinstance(e["classes"], list) else p + ("classes",), c, int,
+                        "an integer class index")
+            req["classes"] = [int(c) for c in cl]
+        elif "fraction" in given:
+            f = _expect(doc, p + ("fraction",), e["fraction"], float, "a number in (0, 1)")
+            if not 0.0 < f < 1.0:
+                raise doc.error(p + ("fraction",), f"forget fraction must be in (0, 1), got {f}")
+            req["fraction"] = f
+        elif "ids" in given:
+            _expect(doc, p + ("ids",), e["ids"], list, "a list of sample ids")
+            for j, v in enumerate(e["ids"]):
+                _expect(doc, p + ("ids", j), v, int, "an integer sample id")
+            req["ids"] = [int(v) for v in e["ids"]]
+        else:
+            from ..data import ForgetRequest
+
+            f = _expect(doc, p + ("ids_file",), e["ids_file"], str, "a path")
+            try:
+                req["ids"] = list(ForgetRequest.from_ids_file(_resolve_root(f, study_dir)).ids)
+            except ObliviateError as exc:
+                raise doc.error(p + ("ids_file",), str(exc)) from None
+        if e.get("subset_per_class") is not None:
+            req["subset_per_class"] = _expect(doc, p + ("subset_per_class",), e["subset_per_class"], int,
+                                              "an integer")
+            if req["subset_per_class"] < 1:
+                raise doc.error(p + ("subset_per_class",), "subset_per_class must be >= 1")
+        seed = _expect(doc, p + ("seed",), e["seed"], int, "an integer") if e.get("seed") is not None else None
+        label = e.get("label")
+        if label is None:
+            if "classes" in req:
+                label = ("class " if len(req["classes"]) == 1 else "classes ") + ",".join(map(str, req["classes"]))
+            elif "fraction" in req:
+                label = f"random {req['fraction']:.0%}" if req["fraction"] * 100 == int(req["fraction"] * 100) \
+                    else f"random {req['fraction']:.1%}"
+            else:
+                label = f"{len(req['ids'])} ids"
+        requests.append(RequestEntry(str(label), req, seed, p))
+    _unique(doc, [x.label for x in requests], [x.path for x in requests], "request")
+
+    # ---- methods (a list value in params is a grid)
+    load_all()
+    known = sorted(set(METHODS) | set(REFERENCE_METHODS))
+    methods: list[MethodEntry] = []
+    _expect(doc, ("methods",), d["methods"], list, "a list of methods")
+    for i, e in enumerate(d["methods"]):
+        p = ("methods", i)
+        if isinstance(e, str):
+            e = {"name": e}
+        _expect(doc, p, e, dict, "a method name or mapping")
+        _unknown_keys(doc, p, e, METHOD_KEYS, "method")
+        if "name" not in e:
+            raise doc.error(p, "a method needs a name")
+        _expect(doc, p + ("name",), e["name"], str, "a string")
+        mname = e["name"]
+        _choose(doc, p + ("name",), mname, known, "method")
+        params = _expect(doc, p + ("params",), e.get("params") or {}, dict, "a mapping of parameters")
+        only = {}
+        for k, pool in (("models", [m.label for m in models]), ("requests", [r.label for r in requests]),
+                        ("datasets", [x.label for x in datasets])):
+            vals = e.get(k)
+            if vals is None:
+                only[k] = ()
+                continue
+            vals = vals if isinstance(vals, list) else [vals]
+            for j, v in enumerate(vals):
+                _choose(doc, p + (k,), str(v), pool, k[:-1] + " label")
+            only[k] = tuple(str(v) for v in vals)
+        if mname in REFERENCE_METHODS and mname not in METHODS and params:
+            raise doc.error(p + ("params",), f"{mname!r} is the harness's reference and takes no parameters")
+        grid_keys, grid_vals = [], []
+        hints: dict = {}
+        if mname in METHODS:
+            hints = typing.get_type_hints(METHODS[mname].Params)
+        for k, v in params.items():
+            if isinstance(v, list) and not (_is_list_type(hints.get(str(k).replace("-", "_"))) and
+                                            not any(isinstance(x, list) for x in v)):
+                if not v:
+                    raise doc.error(p + ("params", k), "an empty grid: give at least one value")
+                grid_keys.append(k)
+                grid_vals.append(v)
+        points = [dict(params, **dict(zip(grid_keys, combo))) for combo in itertools.product(*grid_vals)]
+        for point in points:
+            if mname in METHODS and (point or mname not in REFERENCE_METHODS):
+                try:
+                    resolve_params(METHODS[mname](), point)
+                except (ObliviateError, TypeError) as exc:
+                    bad = next((k for k in point if str(k) in str(exc)), None)
+                    msg = str(exc) if str(exc).startswith(mname) else f"{mname}: {exc}"
+                    raise doc.error(p + ("params", bad) if bad else p + ("params",), msg) from None
+            label = e.get("label") or mname
+            if grid_keys:
+                label = f"{label}[" + ",".join(f"{k}={point[k]}" for k in grid_keys) + "]"
+            methods.append(MethodEntry(str(label), mname, point, only["models"], only["requests"],
+                                       only["datasets"], p))
+    _unique(doc, [m.label for m in methods], [m.path for m in methods], "method")
+
+    # ---- seeds, evaluation options, published numbers
+    seeds_raw = d.get("seeds", [0])
+    seeds_list = seeds_raw if isinstance(seeds_raw, list) else [seeds_raw]
+    seeds = [_expect(doc, ("seeds", j) if isinstance(seeds_raw, list) else ("seeds",), s, int, "an integer seed")
+             for j, s in enumerate(seeds_list)]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise doc.error(("seeds",), "seeds must be a non-empty list of distinct integers")
+    ev = _expect(doc, ("evaluate",), d.get("evaluate") or {}, dict, "a mapping")
+    _unknown_keys(doc, ("evaluate",), ev, EVAL_KEYS, "evaluate")
+    evaluate = {"relearn": True, "figures": True, "keep_models": False}
+    for k in EVAL_KEYS:
+        if k in ev:
+            evaluate[k] = _expect(doc, ("evaluate", k), ev[k], bool, "true or false")
+    published = []
+    pub = d.get("published") or []
+    _expect(doc, ("published",), pub, list, "a list of published numbers")
+    for i, e in enumerate(pub):
+        p = ("published", i)
+        _expect(doc, p, e, dict, "a mapping (dataset, model, request, method, metric, value, source)")
+        _unknown_keys(doc, p, e, PUBLISHED_KEYS, "published")
+        for k in ("method", "metric", "value", "source"):
+            if k not in e:
+                raise doc.error(p, f"a published number needs {k}:")
+        _expect(doc, p + ("value",), e["value"], float, "a number")
+        for k, pool in (("dataset", [x.label for x in datasets]), ("model", [m.label for m in models]),
+                        ("request", [r.label for r in requests])):
+            if e.get(k) is not None:
+                _choose(doc, p + (k,), str(e[k]), pool, k + " label")
+        published.append({k: e.get(k) for k in PUBLISHED_KEYS})
+    device = d.get("device")
+    if device is not None:
+        _expect(doc, ("device",), device, str, "a device string (cpu, cuda, cuda:1, auto)")
+    return Study(name, str(d.get("description") or ""), file, text, datasets, models, train, requests, methods,
+                 seeds, evaluate, published, device, doc)
+
+
+def _unique(doc: Located, labels: list[str], paths: list[tuple], what: str) -> None:
+    seen: dict[str, tuple] = {}
+    for label, path in zip(labels, paths):
+        if label in seen:
+            raise doc.error(path, f"{what} label {label!r} is used twice; give one a distinct label:")
+        seen[label] = path
+
+
+def load_study(path: str | Path, **kw) -> Study:
+    path = Path(path)
+    if not path.exists():
+        raise StudyError(f"study file {path} does not exist")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as exc:
+        raise StudyError(f"{path}: not a text file ({exc})") from None
+    return parse_study(text, str(path), **kw)

@@ -1,0 +1,131 @@
+"""Boundary unlearning (Chen et al., CVPR 2023): shift the decision boundary of forgotten classes.
+
+``boundary-shrink``: every forget sample is pushed one FGSM step (ε on [0, 1] inputs, against its
+true label) across the nearest boundary by the frozen original model; its new label is the
+original's argmax on that perturbed input, excluding the forgotten classes (the authors keep the
+argmax even when it is still the true class; excluding it makes every relabel a neighbour). The
+model is then fine-tuned on D_f only with those neighbour labels — the class collapses onto its
+neighbours, which is what a retrained model does with those inputs.
+
+``boundary-expand``: widen the head with a shadow (K+1)-th output, fine-tune D_f into the shadow
+class, then prune the shadow neuron (the first K rows go back into the K-way head). The forget
+samples' evidence now sits in a neuron that no longer exists.
+
+The authors' values (SGD lr 1e-5, momentum 0.9, 10 epochs, FGSM ε 0.1) were set for ResNet-18 with
+hundreds of steps per epoch; on the small CNN (digits: 3 steps per epoch) they move nothing, so the
+defaults are measured (class 3): shrink SGD lr 1e-3, 10 epochs — forget 0.00 on digits and
+Fashion-MNIST, retain −0.7 / −4 points (lr 1e-2: −19 points); expand SGD lr 2e-4, 10 epochs — digits
+forget 0.00 with retain −9.5 points, Fashion-MNIST forget 0.45 with retain −4 points (lr 1e-4: digits
+0.10 / −7; 1e-3: 0.00 / −29). Expand is the weakest of the two on small models. ``preset=paper``
+restores lr 1e-5. Class requests only (both methods relabel whole classes). Freezing BatchNorm
+statistics while training on D_f alone was tried and made retain accuracy worse, so it is not done.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.dataset import ArrayData
+from ..data.pipeline import predict
+from ..training.loop import OptimConfig, fine_tune
+from .base import FORGET, Method, register
+
+
+def fgsm_neighbour_labels(ctx, model: nn.Module, data: ArrayData, eps: float, batch_size: int = 256) -> torch.Tensor:
+    """Label of the nearest wrong class for every sample: argmax of ``model`` after one FGSM step."""
+    model.eval()
+    image = data.x.dtype == torch.uint8
+    blocked = torch.as_tensor(ctx.forget_classes, device=data.y.device)
+    out = []
+    for i in range(0, len(data), batch_size):
+        part = data.subset(torch.arange(i, min(i + batch_size, len(data)), device=data.y.device))
+        x = part.float_inputs().requires_grad_(True)
+        loss = F.cross_entropy(model(x), part.y)
+        (grad,) = torch.autograd.grad(loss, x)
+        x_adv = x.detach() + eps * grad.sign()
+        if image:  # stay a valid image: [0, 1], on the 8-bit grid (as the authors' code does)
+            x_adv = torch.round(x_adv.clamp(0.0, 1.0) * 255) / 255
+        logits = predict(model, x_adv)
+        logits[:, blocked] = float("-inf")
+        out.append(logits.argmax(1))
+    return torch.cat(out)
+
+
+@register
+class BoundaryShrink(Method):
+    name = "boundary-shrink"
+    summary = "relabel forget samples to their FGSM-nearest class and fine-tune on them (class requests; reads D_f)"
+    needs = frozenset({FORGET})
+    request_kinds = frozenset({"class"})
+
+    @dataclass
+    class Params:
+        eps: float = 0.1
+        epochs: float = 10.0
+        lr: float = 1e-3
+        batch_size: int = 64
+        optimizer: str = "sgd"
+        momentum: float = 0.9
+
+    presets = {"paper": {"eps": 0.1, "epochs": 10.0, "lr": 1e-5}}
+
+    def run(self, ctx, p):
+        forget = ctx.forget
+        labels = fgsm_neighbour_labels(ctx, ctx.original, forget, p.eps)
+        fine_tune(ctx.model, ArrayData(forget.x, labels, forget.ids), epochs=p.epochs, batch_size=p.batch_size,
+                  optim=OptimConfig(p.optimizer, p.lr, p.momentum, 0.0, "constant"), augment=ctx.augment,
+                  seed=ctx.seed, description="boundary-shrink")
+        return ctx.model
+
+
+class _Widened(nn.Module):
+    """The classifier's body under a (K+1)-way head: the shadow class is output K."""
+
+    def __init__(self, model, head: nn.Linear):
+        super().__init__()
+        self.model, self.head = model, head
+
+    def forward(self, x):
+        return self.head(self.model.features(x))
+
+
+@register
+class BoundaryExpand(Method):
+    name = "boundary-expand"
+    summary = "train D_f into a shadow (K+1)-th class, then prune it (class requests; reads D_f)"
+    needs = frozenset({FORGET})
+    request_kinds = frozenset({"class"})
+
+    @dataclass
+    class Params:
+        epochs: float = 10.0
+        lr: float = 2e-4
+        batch_size: int = 64
+        optimizer: str = "sgd"
+        momentum: float = 0.9
+
+    presets = {"paper": {"epochs": 10.0, "lr": 1e-5}}
+
+    def run(self, ctx, p):
+        model, forget, k = ctx.model, ctx.forget, ctx.num_classes
+        old = model.head
+        wide = nn.Linear(old.in_features, k + 1).to(old.weight.device)
+        with torch.no_grad():
+            g = ctx.generator(5)
+            bound = 1.0 / old.in_features ** 0.5  # nn.Linear's default init range, seeded
+            wide.weight[k].uniform_(-bound, bound, generator=g)
+            wide.bias[k].uniform_(-bound, bound, generator=g)
+            wide.weight[:k].copy_(old.weight)
+            wide.bias[:k].copy_(old.bias)
+        shadow = ArrayData(forget.x, torch.full_like(forget.y, k), forget.ids)
+        params = [q for n, q in model.named_parameters() if not n.startswith("head.")] + list(wide.parameters())
+        fine_tune(_Widened(model, wide), shadow, epochs=p.epochs, batch_size=p.batch_size,
+                  optim=OptimConfig(p.optimizer, p.lr, p.momentum, 0.0, "constant"), augment=ctx.augment,
+                  seed=ctx.seed, params=params, description="boundary-expand")
+        with torch.no_grad():  # prune the shadow neuron: back to a K-way head
+            old.weight.copy_(wide.weight[:k])
+            old.bias.copy_(wide.bias[:k])
+        return model

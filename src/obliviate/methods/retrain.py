@@ -1,0 +1,120 @@
+"""Retrain: train from scratch on D_r with the original recipe — the gold standard of unlearning.
+
+Every other method is judged against this model, and its wall time is the denominator of every
+speed-up, so it must be the model the original run *would have produced* had D_f never been there:
+the same recipe (``ctx.train_config``: model, epochs, schedule, batch size, seed, augmentation) on
+D_r alone. In plain mode that is exactly ``training.train(bundle, cfg, exclude_ids=forget_ids)``
+(the same batches, bit for bit on CPU). In block-incremental mode the retained samples keep the
+blocks the original run put them in (read from the run's ``snapshots/blocks.npy`` when the run
+directory is known), which is again what ``train(..., exclude_ids=...)`` does; without the run
+directory D_r is re-split into class-stratified blocks.
+
+Without a recorded recipe, the parameters below (defaults: ``TrainConfig``'s) say how to train.
+Any parameter given overrides the recipe (e.g. ``epochs=5`` for a cheaper, no longer exact,
+reference). The record's ``params`` show the recipe actually used.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..data.dataset import ArrayData, DataBundle
+from ..env import seed_everything
+from ..errors import ObliviateError
+from ..models import build_model
+from ..training.trainer import (TrainConfig, assign_blocks, load_block_assignment, prepare_model, train,
+                                train_block)
+from ..training.loop import make_optimizer
+from .base import RETAIN, Method, register
+
+_RECIPE_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
+                  "label_smoothing", "seed", "blocks", "epochs_per_block")
+
+
+@register
+class Retrain(Method):
+    name = "retrain"
+    summary = "train from scratch on D_r with the original recipe: the exact reference (reads D_r)"
+    needs = frozenset({RETAIN})
+
+    @dataclass
+    class Params:
+        # None = take it from the original run's recipe (or TrainConfig's default without one)
+        epochs: int | None = None
+        batch_size: int | None = None
+        optimizer: str | None = None
+        lr: float | None = None
+        momentum: float | None = None
+        weight_decay: float | None = None
+        schedule: str | None = None
+        label_smoothing: float | None = None
+        seed: int | None = None
+        blocks: int | None = None
+        epochs_per_block: int | None = None
+
+    def run(self, ctx, p):
+        cfg = recipe(ctx, p)
+        for name in _RECIPE_FIELDS:  # record what was used, not "None"
+            setattr(p, name, getattr(cfg, name))
+        retain = ctx.retain
+        if cfg.blocks:
+            return _retrain_blocks(ctx, cfg, retain)
+        result = train(_retain_bundle(ctx, retain), cfg, device=ctx.device, kind="retrain")
+        return result.model
+
+
+def recipe(ctx, p) -> TrainConfig:
+    """The original TrainConfig (or TrainConfig's defaults for this model), overridden by ``p``."""
+    spec = ctx.model.spec
+    if ctx.train_config is not None:
+        cfg = copy.deepcopy(ctx.train_config)
+        if cfg.model != spec.name:
+            raise ObliviateError(f"the recorded recipe trains {cfg.model!r} but the model is {spec.name!r}")
+    else:
+        cfg = TrainConfig(model=spec.name, model_options=dict(spec.options), seed=ctx.seed, augment=ctx.augment)
+    cfg.snapshot_every = 0  # a reference model needs no resumable snapshots
+    overrides = {k: v for k, v in dataclasses.asdict(p).items() if v is not None}
+    cfg = dataclasses.replace(cfg, **overrides)
+    if cfg.augment is None:
+        cfg.augment = ctx.augment
+    cfg.validate()
+    return cfg
+
+
+def _retain_bundle(ctx, retain: ArrayData) -> DataBundle:
+    """D_r as a training bundle for ``train``: no val/test (the caller evaluates), same shape and stats."""
+    spec = ctx.model.spec
+    empty = retain.subset(torch.zeros(0, dtype=torch.long))
+    return DataBundle(ctx.dataset, retain, empty, empty, [str(c) for c in range(ctx.num_classes)],
+                      "image" if len(spec.input_shape) == 3 else "tabular", tuple(spec.mean), tuple(spec.std),
+                      source_hash=f"retain-set-of-{ctx.dataset}")
+
+
+def _block_of(ctx, retain: ArrayData, cfg: TrainConfig) -> np.ndarray:
+    """Block index of every retained sample: the original run's assignment when it is on disk."""
+    ids = retain.ids.cpu().numpy()
+    if ctx.run_path is not None and (ctx.run_path / "snapshots" / "blocks.npy").exists():
+        rec_ids, rec_blocks = load_block_assignment(ctx.run_path)
+        lookup = dict(zip(rec_ids.tolist(), rec_blocks.tolist()))
+        if int(rec_blocks.max()) < cfg.blocks and all(int(i) in lookup for i in ids):
+            return np.array([lookup[int(i)] for i in ids], dtype=np.int64)
+    return assign_blocks(retain, cfg.blocks, cfg.seed)
+
+
+def _retrain_blocks(ctx, cfg: TrainConfig, retain: ArrayData):
+    """Block-incremental training on D_r, block by block, as ``train`` does (empty blocks are skipped)."""
+    seed_everything(cfg.seed)
+    spec = dataclasses.replace(ctx.model.spec, options=dict(cfg.model_options))
+    model = prepare_model(build_model(spec), cfg, ctx.device)
+    optimizer = make_optimizer(model.parameters(), cfg.optim())
+    blocks = _block_of(ctx, retain, cfg)
+    for j in range(cfg.blocks):
+        pos = np.flatnonzero(blocks == j)
+        if len(pos):
+            train_block(model, optimizer, retain.subset(torch.as_tensor(pos, device=retain.device)), cfg, j,
+                        cfg.augment, description=f"retrain block {j + 1}/{cfg.blocks}")
+    return model

@@ -1,0 +1,92 @@
+"""SCRUB (Kurmanji et al., NeurIPS 2023): a student that disobeys θ₀ on D_f and obeys it on D_r.
+
+The student starts as θ₀ (the teacher, frozen). Each epoch first runs *max-steps* over D_f —
+maximise KL(teacher ‖ student) at temperature T, pushing the student away — but only in the first
+``msteps`` epochs; then *min-steps* over D_r — minimise γ·CE + α·KL(teacher ‖ student), pulling it
+back where it should agree. One optimiser carries its state across all passes; the learning rate
+is divided by 10 at each epoch listed in ``lr_decay_epochs`` (the authors' schedule).
+
+KL is the authors' distillation loss: sum over classes, mean over the batch, times T².
+Authors' presets (verified in their notebooks): ``large`` — SGD 5e-4, momentum 0.9, wd 5e-4,
+γ 0.99, α 0.001, msteps 2, 3 epochs, T 4; ``small`` — Adam 5e-4, wd 0.1, γ 1, α 0.5, msteps 3,
+10 epochs, T 2, lr ÷10 after epochs 5, 8, 9; batches 128 (retain) / 32 (forget) (the batch
+sizes of the large-scale notebook are inferred). On the small CNN both presets barely move a
+forgotten class in their few steps, so the default is the ``small`` recipe at Adam lr 1e-3 and
+wd 5e-4 (the presets themselves were not measured here): class 3 forget 0.00 on digits and
+Fashion-MNIST, retain −1.5 / −1.7 points.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+
+from ..data.pipeline import BatchStream
+from ..errors import ObliviateError
+from ..training.loop import OptimConfig, make_optimizer, run_epochs
+from .base import FORGET, RETAIN, Method, register
+
+
+def distill_kl(student_logits, teacher_logits, t: float):
+    """KL(teacher ‖ student) at temperature ``t``: summed over classes, batch mean, scaled by t²."""
+    return F.kl_div(F.log_softmax(student_logits / t, 1), F.softmax(teacher_logits.float() / t, 1),
+                    reduction="batchmean") * t * t
+
+
+@register
+class Scrub(Method):
+    name = "scrub"
+    summary = "max-steps away from θ₀ on D_f, min-steps toward θ₀ plus CE on D_r (reads D_f and D_r)"
+    needs = frozenset({FORGET, RETAIN})
+
+    @dataclass
+    class Params:
+        epochs: int = 10
+        msteps: int = 3
+        temperature: float = 2.0
+        gamma: float = 1.0  # weight of CE on D_r
+        alpha: float = 0.5  # weight of KL on D_r
+        optimizer: str = "adam"
+        lr: float = 1e-3
+        momentum: float = 0.9
+        weight_decay: float = 5e-4
+        lr_decay_epochs: str = "5,8,9"  # comma list of epochs (1-based) after which lr /= 10; "" = none
+        batch_size: int = 128
+        forget_batch_size: int = 32
+
+    presets = {
+        "large": {"optimizer": "sgd", "lr": 5e-4, "momentum": 0.9, "weight_decay": 5e-4, "gamma": 0.99,
+                  "alpha": 0.001, "msteps": 2, "epochs": 3, "temperature": 4.0, "lr_decay_epochs": "3,5,9"},
+        "small": {"optimizer": "adam", "lr": 5e-4, "weight_decay": 0.1, "gamma": 1.0, "alpha": 0.5,
+                  "msteps": 3, "epochs": 10, "temperature": 2.0, "lr_decay_epochs": "5,8,9"},
+    }
+
+    def run(self, ctx, p):
+        try:
+            decay = sorted({int(e) for e in p.lr_decay_epochs.replace(" ", "").split(",") if e})
+        except ValueError as exc:
+            raise ObliviateError(f"scrub: lr_decay_epochs={p.lr_decay_epochs!r} is not a comma list of epochs") from exc
+        if p.msteps < 0 or p.epochs < 1:
+            raise ObliviateError("scrub: epochs must be >= 1 and msteps >= 0")
+        model, teacher, t = ctx.model, ctx.original, p.temperature
+        forget = BatchStream(ctx.forget, p.forget_batch_size, augment=ctx.augment, seed=ctx.seed + 1)
+        retain = BatchStream(ctx.retain, p.batch_size, augment=ctx.augment, seed=ctx.seed)
+        opt = make_optimizer(model.parameters(), OptimConfig(p.optimizer, p.lr, p.momentum, p.weight_decay))
+
+        def maximise(m, batch):
+            return -distill_kl(m(batch.x), teacher(batch.x), t)
+
+        def minimise(m, batch):
+            out = m(batch.x)
+            return p.gamma * F.cross_entropy(out, batch.y) + p.alpha * distill_kl(out, teacher(batch.x), t)
+
+        for epoch in range(p.epochs):
+            lr = p.lr * 0.1 ** sum(epoch + 1 > e for e in decay)  # the authors' sgda_adjust_learning_rate
+            for group in opt.param_groups:
+                group["lr"] = lr
+            if epoch < p.msteps:  # run_epochs(epochs=e+1, start_step=e*len) runs exactly epoch e's shuffle
+                run_epochs(model, forget, maximise, opt, epochs=epoch + 1, start_step=epoch * len(forget),
+                           description=f"scrub max {epoch + 1}")
+            run_epochs(model, retain, minimise, opt, epochs=epoch + 1, start_step=epoch * len(retain),
+                       description=f"scrub min {epoch + 1}")
+        return model

@@ -1,0 +1,95 @@
+"""UNSIR (Tarun et al., IEEE TNNLS 2023): zero-glance class forgetting with error-maximising noise.
+
+1. Noise: per forgotten class c, a block of inputs the frozen original model finds least like c
+   (``common.error_maximising_noise``), labelled c.
+2. Impair: one epoch over noise ∪ D_sub — fitting c onto inputs built to maximise the loss for c
+   takes large steps that wreck the weights class c relies on.
+3. Repair: epochs on D_sub alone, to restore what the impair step damaged on the other classes; then
+   BatchNorm statistics are re-estimated on D_sub (the noise would otherwise stay in them).
+
+Only D_sub (a retain subset) and the class labels are read; never a forget sample.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..data.dataset import concat
+from ..training.loop import OptimConfig, fine_tune
+from .base import RETAIN_SUBSET, Method, register
+from .common import error_maximising_noise, recalibrate_batchnorm
+
+
+def noise_for(ctx, p, salt: int = 0x5EED):
+    """The forgotten classes' noise blocks, from θ₀ in eval mode (or ctx.model in train mode, the notebook's way)."""
+    model = ctx.model if p.noise_train_mode else ctx.original
+    return error_maximising_noise(model, ctx.forget_classes, tuple(ctx.model.spec.input_shape), n=p.noise_n,
+                                  steps=p.noise_steps, lr=p.noise_lr, lam=p.noise_lam, device=ctx.device,
+                                  generator=ctx.generator(salt), train_mode=p.noise_train_mode,
+                                  space=p.noise_space)
+
+
+@register
+class UNSIR(Method):
+    name = "unsir"
+    summary = "UNSIR: error-maximising noise per class, impair + repair (zero-glance; reads D_sub only; classes only)"
+    needs = frozenset({RETAIN_SUBSET})
+    zero_glance = True
+    request_kinds = frozenset({"class"})
+
+    @dataclass
+    class Params:
+        """Noise values are the notebook's (verified); the rest was chosen by measurement on the small CNN.
+
+        Measured (digits fixture model; Fashion-MNIST 300/class slice; classes 3 and {1, 7}; seeds 0, 1):
+        * the noise is drawn N(0, 1) in the model's *normalised* space (``noise_space``), the scale the
+          notebook's noise had (its data were normalised outside the model). N(0, 1) in [0, 1] input
+          space is ~3x larger after normalisation and wrecked BatchNorm: retain 0.17–0.65 on digits.
+        * the impair batches mix noise with real data, so BatchNorm running statistics absorb the noise;
+          a 1-epoch repair (5 batches on digits) cannot wash that out. Much of the "forgetting" at Adam
+          1e-3 was this artefact: after re-estimating the statistics the class came back (0.78–0.91).
+          ``recalibrate_bn`` re-estimates them on D_sub after repair (an addition, off in ``notebook``).
+        * with both, impair Adam 1e-2 for 1 epoch and repair Adam 3e-3 for 3 epochs forgot the class(es)
+          (train and test forget <= 0.03) with retain within 3 points of the original on both sets
+          (digits 0.998 → 0.97–0.99; Fashion-MNIST retain unchanged or higher). Impair 2e-3–5e-3 left
+          the class at 0.1–0.9; 2e-2 forgot it but cost 5–40 points of retain accuracy.
+        ``preset=paper`` restores the notebook's Adam 0.02 / 0.01 and one repair epoch (forgets, retain
+        0.70–0.89 on these models); ``preset=notebook`` also its input-space noise, train-mode noise
+        optimisation and no recalibration.
+        """
+
+        noise_n: int = 256
+        noise_steps: int = 40
+        noise_lr: float = 0.1
+        noise_lam: float = 0.1
+        noise_train_mode: bool = False  # True: the notebook's BatchNorm-drifting train mode
+        noise_copies: int = 1  # repeat each noise block in the impair set (notebook-style copies)
+        impair_lr: float = 1e-2
+        repair_lr: float = 3e-3
+        impair_epochs: float = 1.0
+        repair_epochs: float = 3.0
+        batch_size: int = 256
+        optimizer: str = "adam"
+        augment: bool = False  # the notebook impairs and repairs without augmentation
+        recalibrate_bn: bool = True  # re-estimate BatchNorm statistics on D_sub after repair (not in the notebook)
+        noise_space: str = "normalised"  # N(0,1) noise as the model's first layer sees it (the notebook's scale)
+
+    presets = {"paper": {"impair_lr": 0.02, "repair_lr": 0.01, "repair_epochs": 1.0},
+               "notebook": {"impair_lr": 0.02, "repair_lr": 0.01, "repair_epochs": 1.0, "noise_train_mode": True,
+                            "recalibrate_bn": False, "noise_space": "input"}}
+
+    def run(self, ctx, p):
+        noise = noise_for(ctx, p)
+        ctx.info["noise"] = {"classes": list(ctx.forget_classes), "per_class": p.noise_n,
+                             "labels": sorted(set(noise.y.tolist()))}
+        sub = ctx.retain_subset
+        augment = ctx.augment if p.augment else "none"
+        impair_set = concat(*([noise] * max(1, p.noise_copies)), sub)
+        fine_tune(ctx.model, impair_set, epochs=p.impair_epochs, batch_size=p.batch_size,
+                  optim=OptimConfig(p.optimizer, p.impair_lr, 0.9, 0.0, "constant"), augment=augment,
+                  seed=ctx.seed, description="unsir impair")
+        fine_tune(ctx.model, sub, epochs=p.repair_epochs, batch_size=p.batch_size,
+                  optim=OptimConfig(p.optimizer, p.repair_lr, 0.9, 0.0, "constant"), augment=augment,
+                  seed=ctx.seed + 1, description="unsir repair")
+        if p.recalibrate_bn:
+            recalibrate_batchnorm(ctx.model, sub, p.batch_size)
+        return ctx.model

@@ -1,0 +1,26 @@
+"""What forgetting cost: wall seconds, speed-up over retraining, peak GPU memory.
+
+The numbers come from the records ``unlearn`` and ``train`` write: ``seconds`` is wall time around the
+method (or the retraining) with the GPU synchronised before the clock stops, and
+``peak_gpu_memory_mb`` is ``torch.cuda.max_memory_allocated`` after a reset at the start (None on CPU).
+"""
+from __future__ import annotations
+
+
+def _seconds(record: dict | None) -> float | None:
+    if not record or record.get("seconds") is None:
+        return None
+    return float(record["seconds"])
+
+
+def cost_metrics(unlearn_record: dict | None, retrain_record: dict | None = None) -> dict:
+    """``seconds``, ``retrain_seconds``, ``speedup_vs_retrain`` = retrain seconds / method seconds,
+    ``peak_gpu_memory_mb``; None where a record (or the GPU) is missing."""
+    s, r = _seconds(unlearn_record), _seconds(retrain_record)
+    peak = (unlearn_record or {}).get("peak_gpu_memory_mb")
+    return {
+        "seconds": s,
+        "retrain_seconds": r,
+        "speedup_vs_retrain": (r / s) if (s is not None and r is not None and s > 0) else None,
+        "peak_gpu_memory_mb": float(peak) if peak is not None else None,
+    }

@@ -1,0 +1,181 @@
+"""``evaluate``: every metric for one unlearned model, as one flat dict (and ``metrics.json`` + figures).
+
+The dict is flat so that a benchmark table is one row per run and a key means the same thing
+everywhere. Naming: a key without suffix describes the unlearned model; ``_original`` and
+``_retrained`` suffixes give the same quantity for θ₀ and for the model retrained without D_f (the
+gold standard); ``_gap`` is |unlearned − retrained|. Values that do not apply (no retrained model, no
+GPU, a sample request has no test-forget split) are None (``null`` in JSON), never a made-up number.
+Every key is defined in ``docs/metrics.md``.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from ..data.dataset import DataBundle
+from ..data.request import ForgetRequest
+from ..errors import ObliviateError
+from ..io import write_json
+from .accuracy import accuracy, per_class_accuracy
+from .backdoor import backdoor_asr, backdoor_info
+from .cost import cost_metrics
+from .divergence import activation_distance, mean_js, random_init_like, zrf_score
+from .gradcam import plot_gradcam_grid
+from .mia import MIA_ATTACKS, all_attacks
+from .predictions import plot_prediction_distribution, prediction_distribution
+from .relearn import anamnesis_index, relearn_time
+from .weights import layer_distances, plot_layer_distances, total_distance
+
+METRICS_FILE = "metrics.json"
+FIGURES = {"weights": "weight_distance.png", "predictions": "forget_predictions.png", "gradcam": "gradcam.png"}
+
+# The keys ``evaluate`` always writes (None where not applicable); see docs/metrics.md.
+CORE_KEYS = (
+    "forget_acc", "retain_acc", "test_acc", "test_forget_acc", "test_retain_acc", "per_class_test_acc",
+    *MIA_ATTACKS, *(f"{k}_gap" for k in MIA_ATTACKS),
+    "relearn_steps", "relearn_capped", "relearn_steps_retrained", "relearn_ain",
+    "js_to_retrained", "activation_distance", "zrf",
+    "weight_distance", "weight_distance_to_retrained",
+    "pred_counts", "pred_entropy_retained", "pred_max_share_retained", "pred_forgotten_share",
+    "seconds", "speedup_vs_retrain", "peak_gpu_memory_mb",
+)
+
+
+def _spec_tuple(model: torch.nn.Module) -> tuple:
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        return (type(model).__name__,)
+    return (spec.name, tuple(spec.input_shape), int(spec.num_classes), tuple(sorted(spec.options.items())))
+
+
+def check_compatible(data: DataBundle, **models: torch.nn.Module | None) -> None:
+    """Refuse to compare models of different architectures or models that do not fit ``data``."""
+    named = {k: m for k, m in models.items() if m is not None}
+    for name, m in named.items():
+        spec = getattr(m, "spec", None)
+        if spec is not None and (tuple(spec.input_shape) != tuple(data.input_shape)
+                                 or int(spec.num_classes) != data.num_classes):
+            raise ObliviateError(f"the {name} model expects input {tuple(spec.input_shape)} with {spec.num_classes} "
+                                 f"classes, data set {data.name!r} has {data.input_shape} with {data.num_classes}")
+    ref_name, ref = next(iter(named.items()))
+    for name, m in named.items():
+        if _spec_tuple(m) != _spec_tuple(ref):
+            raise ObliviateError(f"the {name} model ({_spec_tuple(m)[0]}) and the {ref_name} model "
+                                 f"({_spec_tuple(ref)[0]}) differ in architecture; compare models of one kind")
+
+
+def _clean(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def evaluate(original: torch.nn.Module, unlearned: torch.nn.Module, data: DataBundle, request: ForgetRequest,
+             retrained: torch.nn.Module | None = None, unlearn_record: dict | None = None,
+             retrain_record: dict | None = None, out: str | Path | None = None, figures: bool = True,
+             seed: int = 0, relearn: bool = True) -> dict:
+    """All metrics of ``unlearned`` (made from ``original`` by forgetting ``request``) as one flat dict.
+
+    ``retrained`` (θ₀'s recipe trained without D_f) enables the gaps, JS/activation distance, AIN and
+    the distance to the retrained weights; ``unlearn_record`` / ``retrain_record`` (from ``unlearn`` and
+    ``train``) give the cost. With ``out``, ``metrics.json`` is written atomically and, unless
+    ``figures=False``, the PNGs (layer-wise weight distance, D_f prediction histogram, GradCAM grid for
+    convolutional models). ``seed`` fixes every subsample, the attacks' CV splits, the relearn batches
+    and ZRF's random model; ``relearn=False`` skips the relearn fine-tuning (the slowest part).
+    """
+    check_compatible(data, original=original, unlearned=unlearned, retrained=retrained)
+    split = request.resolve(data.train, data.num_classes)
+    forget, retain = split.forget(data.train), split.retain(data.train)
+    test_forget, test_retain = split.test_split(data.test)
+    unseen_same = test_forget if request.classes else data.test  # non-members for the loss attack
+    models = {"": unlearned, "_original": original, "_retrained": retrained}
+    m: dict = {
+        "request": request.describe(), "request_kind": request.kind,
+        "method": (unlearn_record or {}).get("method"), "forget_size": len(forget), "retain_size": len(retain),
+        "test_size": len(data.test), "seed": seed,
+    }
+
+    # accuracy
+    for suffix, model in models.items():
+        for key, part in (("forget_acc", forget), ("retain_acc", retain), ("test_acc", data.test),
+                          ("test_forget_acc", test_forget), ("test_retain_acc", test_retain)):
+            m[key + suffix] = accuracy(model, part) if model is not None else None
+    m["per_class_test_acc"] = per_class_accuracy(unlearned, data.test, data.num_classes)
+
+    # membership inference
+    for suffix, model in models.items():
+        if model is None:
+            continue
+        for key, v in all_attacks(model, forget, retain, unseen_same, test_retain, seed=seed).items():
+            m[key + suffix] = v
+    for key in MIA_ATTACKS:
+        m[key + "_gap"] = abs(m[key] - m[key + "_retrained"]) if retrained is not None else None
+        if retrained is None:
+            m[key + "_retrained"] = None
+
+    # relearn time / anamnesis index
+    m.update({"relearn_steps": None, "relearn_capped": None, "relearn_steps_retrained": None,
+              "relearn_retrained_capped": None, "relearn_ain": None, "relearn_goal": None})
+    if relearn:
+        ru = relearn_time(unlearned, forget, original, seed=seed)
+        m.update(relearn_steps=ru.steps, relearn_capped=ru.capped, relearn_goal=ru.goal)
+        if retrained is not None:
+            rr = relearn_time(retrained, forget, original, seed=seed)
+            m.update(relearn_steps_retrained=rr.steps, relearn_retrained_capped=rr.capped,
+                     relearn_ain=anamnesis_index(ru, rr))
+
+    # output-space distances on D_f
+    m["js_to_retrained"] = mean_js(unlearned, retrained, forget) if retrained is not None else None
+    m["activation_distance"] = activation_distance(unlearned, retrained, forget) if retrained is not None else None
+    rand = random_init_like(unlearned, seed)
+    for suffix, model in models.items():
+        m["zrf" + suffix] = zrf_score(model, forget, reference=rand) if model is not None else None
+    del rand
+
+    # weight space
+    d_orig = layer_distances(unlearned, original)
+    d_retr = layer_distances(unlearned, retrained) if retrained is not None else None
+    m["weight_distance"] = total_distance(d_orig)
+    m["weight_distance_to_retrained"] = total_distance(d_retr) if d_retr is not None else None
+    m["weight_distance_retrained_to_original"] = (total_distance(layer_distances(retrained, original))
+                                                  if retrained is not None else None)
+
+    # where D_f's predictions go
+    dists = {}
+    for suffix, model in (("", unlearned), ("_retrained", retrained)):
+        if model is None:
+            for k in ("pred_counts", "pred_entropy_retained", "pred_max_share_retained", "pred_forgotten_share"):
+                m[k + suffix] = None
+            continue
+        d = dists[suffix] = prediction_distribution(model, forget, data.num_classes, request.classes)
+        m.update({"pred_counts" + suffix: d.counts, "pred_entropy_retained" + suffix: d.entropy_retained,
+                  "pred_max_share_retained" + suffix: d.max_share_retained,
+                  "pred_forgotten_share" + suffix: d.forgotten_share})
+
+    # backdoor verification (only for data made with plant_backdoor)
+    bd = backdoor_info(data)
+    if bd is not None:
+        for suffix, model in models.items():
+            m["backdoor_asr" + suffix] = (backdoor_asr(model, data.test, bd["target"], bd["patch"])
+                                          if model is not None else None)
+
+    m.update(cost_metrics(unlearn_record, retrain_record))
+    m = {k: _clean(v) for k, v in m.items()}
+
+    if out is not None:
+        out = Path(out)
+        written = []
+        if figures:
+            written.append(plot_layer_distances(d_orig, d_retr, out / FIGURES["weights"]).name)
+            written.append(plot_prediction_distribution(dists[""], data.classes, out / FIGURES["predictions"],
+                                                        request.classes, dists.get("_retrained")).name)
+            if data.kind == "image" and getattr(unlearned, "cam_layer", None):
+                written.append(plot_gradcam_grid(original, unlearned, forget, retain, out / FIGURES["gradcam"],
+                                                 seed=seed, class_names=data.classes).name)
+        m["figures"] = written
+        write_json(out / METRICS_FILE, m)
+    return m
