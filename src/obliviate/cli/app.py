@@ -14,6 +14,8 @@ from ..progress import enable_progress
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="obliviate: make a trained classifier forget chosen training data, and prove it.")
 console = Console()
+if not console.is_terminal and console.width < 140:  # piped or captured: rich falls back to 80 columns,
+    console = Console(width=140)                     # which truncates the metric tables
 err_console = Console(stderr=True)
 
 

@@ -27,6 +27,32 @@ def _data_roots(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+def print_results(name: str, rows: list[dict], *, all_metrics: bool = False, n_failed: int = 0) -> None:
+    """One rich table per (data set, model, request): mean ± std over seeds, best per column marked."""
+    from ..harness.tables import aggregate, best_rows, fmt, headline_metrics, info
+
+    agg = aggregate(rows)
+    metrics = [c[:-5] for c in agg.columns if c.endswith("_mean")] if all_metrics else \
+        [m for m in headline_metrics(agg) if m in TERMINAL]
+    for (ds, model, req), group in agg.groupby(["dataset", "model", "request"], sort=False):
+        table = Table(title=escape(f"{name}: {ds} / {model} / forget {req}"), title_justify="left")
+        table.add_column("method", no_wrap=True)
+        table.add_column("seeds")
+        for m in metrics:
+            table.add_column(info(m).label + (" %" if info(m).percent else ""), justify="right")
+        best = {m: best_rows(group, m) for m in metrics}
+        for idx, r in group.iterrows():
+            cells = []
+            for m in metrics:
+                text = fmt(m, r[f"{m}_mean"], r.get(f"{m}_std"))
+                cells.append(f"[bold green]{text}[/]" if idx in best[m] else text)
+            table.add_row(escape(r["method"]), str(r["n_seeds"]), *cells)
+        console.print(table)
+    console.print("mean ± std over seeds; [bold green]green[/]: best unlearning method per column "
+                  "(closest to retrain for forget acc, MIA, ZRF, AIN)" +
+                  (f"; [red]{n_failed} failed runs[/] not shown" if n_failed else ""), highlight=False)
+
+
 @app.command("bench")
 @cli_command
 def bench_command(
@@ -93,7 +119,7 @@ def results_command(
 ) -> None:
     """Show or export a study's results: mean ± std over seeds per (data set, model, request, method)."""
     from ..harness.store import Store, pick_study
-    from ..harness.tables import aggregate, best_rows, fmt, headline_metrics, info, metric_columns, rows_frame
+    from ..harness.tables import aggregate, rows_frame
 
     if format not in ("table", "csv", "parquet"):
         raise ObliviateError(f"unknown format {format!r}; choose table, csv or parquet")
@@ -122,26 +148,7 @@ def results_command(
             raise ObliviateError(f"parquet export needs pyarrow: pip install obliviate[parquet] ({exc})") from None
         console.print(f"wrote {out} ({len(frame)} rows)")
         return
-    agg = aggregate(rows)
-    metrics = [c[:-5] for c in agg.columns if c.endswith("_mean")] if all_metrics else \
-        [m for m in headline_metrics(agg) if m in TERMINAL]
-    for (ds, model, req), group in agg.groupby(["dataset", "model", "request"], sort=False):
-        table = Table(title=escape(f"{name}: {ds} / {model} / forget {req}"), title_justify="left")
-        table.add_column("method", no_wrap=True)
-        table.add_column("seeds")
-        for m in metrics:
-            table.add_column(info(m).label + (" %" if info(m).percent else ""), justify="right")
-        best = {m: best_rows(group, m) for m in metrics}
-        for idx, r in group.iterrows():
-            cells = []
-            for m in metrics:
-                text = fmt(m, r[f"{m}_mean"], r.get(f"{m}_std"))
-                cells.append(f"[bold green]{text}[/]" if idx in best[m] else text)
-            table.add_row(escape(r["method"]), str(r["n_seeds"]), *cells)
-        console.print(table)
-    console.print("mean ± std over seeds; [bold green]green[/]: best unlearning method per column "
-                  "(closest to retrain for forget acc, MIA, ZRF, AIN)" +
-                  (f"; [red]{n_failed} failed runs[/] not shown" if n_failed else ""), highlight=False)
+    print_results(name, rows, all_metrics=all_metrics, n_failed=n_failed)
 
 
 @app.command("report")

@@ -104,11 +104,16 @@ class BatchStream:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Logits for every row of ``x`` (uint8 images or floats), in eval mode, batched."""
+def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """Logits for every row of ``x`` (uint8 images or floats), in eval mode, batched.
+
+    Default batch: 1024 on a GPU; 256 on CPU, where larger batches fall out of cache (measured 2x
+    slower at 1024 for the small CNN).
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    batch_size = batch_size or (1024 if device.type == "cuda" else 256)
     out = []
     for i in range(0, len(x), batch_size):
         xb = to_float(x[i:i + batch_size].to(device))

@@ -24,6 +24,7 @@ from .cost import cost_metrics
 from .divergence import activation_distance, mean_js, random_init_like, zrf_score
 from .gradcam import plot_gradcam_grid
 from .mia import MIA_ATTACKS, all_attacks
+from .outputs import cached_outputs, part_of
 from .predictions import plot_prediction_distribution, prediction_distribution
 from .relearn import anamnesis_index, relearn_time
 from .weights import layer_distances, plot_layer_distances, total_distance
@@ -88,9 +89,20 @@ def evaluate(original: torch.nn.Module, unlearned: torch.nn.Module, data: DataBu
     and ZRF's random model; ``relearn=False`` skips the relearn fine-tuning (the slowest part).
     """
     check_compatible(data, original=original, unlearned=unlearned, retrained=retrained)
+    with cached_outputs(original, unlearned, retrained):
+        return _evaluate(original, unlearned, data, request, retrained, unlearn_record, retrain_record, out, figures,
+                         seed, relearn)
+
+
+def _evaluate(original, unlearned, data, request, retrained, unlearn_record, retrain_record, out, figures, seed,
+              relearn) -> dict:
     split = request.resolve(data.train, data.num_classes)
-    forget, retain = split.forget(data.train), split.retain(data.train)
-    test_forget, test_retain = split.test_split(data.test)
+    forget, retain = part_of(data.train, split.forget_pos), part_of(data.train, split.retain_pos)
+    test_forget, test_retain = None, data.test
+    if request.classes:  # the test samples of the forgotten classes, and of the others
+        in_forgotten = torch.isin(data.test.y, torch.as_tensor(request.classes, device=data.test.y.device)).cpu()
+        test_forget = part_of(data.test, torch.nonzero(in_forgotten).flatten())
+        test_retain = part_of(data.test, torch.nonzero(~in_forgotten).flatten())
     unseen_same = test_forget if request.classes else data.test  # non-members for the loss attack
     models = {"": unlearned, "_original": original, "_retrained": retrained}
     m: dict = {

@@ -5,6 +5,10 @@ softmax) and a number in ``metrics.json`` can be traced to one formula.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from typing import Iterator
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -13,14 +17,49 @@ from ..data.dataset import ArrayData
 from ..data.pipeline import predict
 
 
-def softmax_outputs(model: torch.nn.Module, data: ArrayData, batch_size: int = 1024) -> torch.Tensor:
+_CACHE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("obliviate_logit_cache", default=None)
+
+
+@contextlib.contextmanager
+def cached_outputs(*models: torch.nn.Module | None) -> Iterator[None]:
+    """Within the block, each (model, data set) pair is run through the model once.
+
+    ``evaluate`` reads the same three models on the same splits for a dozen metrics; without this every
+    metric would repeat the forward pass. Only the models named here are cached, and they must not
+    change inside the block (relearn fine-tunes its own copy, which is not cached). Subsamples made by
+    ``subsample`` are served by indexing their parent's logits.
+    """
+    token = _CACHE.set({"models": {id(m): m for m in models if m is not None}, "logits": {}})
+    try:
+        yield
+    finally:
+        _CACHE.reset(token)
+
+
+def logits_of(model: torch.nn.Module, data: ArrayData, batch_size: int | None = None) -> torch.Tensor:
+    """Logits of every sample of ``data`` (eval mode, batched), from the cache when one is active."""
+    cache = _CACHE.get()
+    if cache is None or id(model) not in cache["models"]:
+        return predict(model, data.x, batch_size)
+    parent = getattr(data, "_parent", None)
+    if parent is not None:
+        base, index = parent
+        logits = logits_of(model, base, batch_size)
+        return logits[index.to(logits.device)]
+    key = (id(model), id(data))
+    if key not in cache["logits"]:  # the entry keeps ``data`` alive, so its id cannot be reused meanwhile
+        cache["logits"][key] = (data, predict(model, data.x, batch_size))
+    return cache["logits"][key][1]
+
+
+def softmax_outputs(model: torch.nn.Module, data: ArrayData, batch_size: int | None = None) -> torch.Tensor:
     """Softmax of the logits for every sample of ``data``, float64 on the CPU (N, C)."""
-    return F.softmax(predict(model, data.x, batch_size).double(), dim=1).cpu()
+    return F.softmax(logits_of(model, data, batch_size).double(), dim=1).cpu()
 
 
-def per_sample_loss(model: torch.nn.Module, data: ArrayData, batch_size: int = 1024) -> np.ndarray:
+def per_sample_loss(model: torch.nn.Module, data: ArrayData, batch_size: int | None = None) -> np.ndarray:
     """Cross-entropy of every sample (natural log), as the NeurIPS 2023 kit's ``compute_losses``."""
-    logits = predict(model, data.x, batch_size).double()
+    logits = logits_of(model, data, batch_size).double()
     return F.cross_entropy(logits, data.y.to(logits.device), reduction="none").cpu().numpy()
 
 
@@ -34,8 +73,16 @@ def true_class_confidence(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return probs.gather(1, y.cpu().long()[:, None])[:, 0]
 
 
+def part_of(data: ArrayData, index) -> ArrayData:
+    """``data.subset(index)`` that remembers its parent, so cached logits of the parent serve it."""
+    index = torch.as_tensor(index, dtype=torch.long).cpu()
+    sub = data.subset(index)
+    sub._parent = (data, index)
+    return sub
+
+
 def subsample(data: ArrayData, k: int | None, rng: np.random.Generator) -> ArrayData:
     """At most ``k`` samples of ``data``, drawn without replacement (all of it when it is smaller)."""
     if k is None or len(data) <= k:
         return data
-    return data.subset(np.sort(rng.choice(len(data), int(k), replace=False)))
+    return part_of(data, np.sort(rng.choice(len(data), int(k), replace=False)))

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..data.dataset import ArrayData
-from ..data.pipeline import predict
+from .outputs import logits_of
 from .plots import save_figure
 
 
@@ -38,7 +38,7 @@ def prediction_distribution(model: torch.nn.Module, data: ArrayData, num_classes
     if n == 0:
         nan = float("nan")
         return PredictionDistribution([0] * num_classes, [nan] * num_classes, nan, nan, nan)
-    pred = predict(model, data.x).argmax(1).cpu()
+    pred = logits_of(model, data).argmax(1).cpu()
     counts = torch.bincount(pred, minlength=num_classes)[:num_classes].tolist()
     forgotten = set(int(c) for c in forgotten_classes)
     retained = [c for c in range(num_classes) if c not in forgotten]
