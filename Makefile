@@ -19,7 +19,7 @@ system-packages:
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[dev,parquet]'
+	$(BIN)/pip install -q -e '.[dev,parquet,ray]'
 	touch $(STAMP)
 
 install: system-packages $(STAMP)

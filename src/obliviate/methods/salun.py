@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ..data.pipeline import BatchStream
 from ..errors import ObliviateError
 from .base import FORGET, RETAIN, Method, register
-from .random_label import random_label_fit
+from .random_label import RandomLabel, random_label_fit
 
 
 def saliency_mask(model: torch.nn.Module, forget, ratio: float, batch_size: int = 256) -> dict[str, torch.Tensor]:
@@ -60,15 +60,8 @@ class SalUn(Method):
     needs = frozenset({FORGET, RETAIN})
 
     @dataclass
-    class Params:
+    class Params(RandomLabel.Params):  # random-label's recipe plus the mask
         mask_ratio: float = 0.5
-        epochs: float = 3.0
-        lr: float = 0.01
-        batch_size: int = 64
-        optimizer: str = "sgd"
-        momentum: float = 0.9
-        weight_decay: float = 5e-4
-        schedule: str = "constant"
 
     presets = {"paper": {"mask_ratio": 0.5, "epochs": 10.0, "lr": 0.013}}
 

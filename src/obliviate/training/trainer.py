@@ -184,7 +184,8 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
             blocks = blocks[torch.nonzero(keep).flatten().numpy()]
         start_block = 0
         if snap_dir is not None:
-            start_block = _resume_blocks(snap_dir, key, model, optimizer, cfg.blocks)
+            blob = _resume(snap_dir, "block_*.pt", key, model, optimizer)
+            start_block = min(int(blob["block"]), cfg.blocks) if blob else 0
             if start_block == 0:
                 write_npy(snap_dir / "blocks.npy", np.stack([train_data.ids.numpy(), blocks], 1))
                 _save_block(snap_dir, 0, model, optimizer, key)
@@ -206,7 +207,8 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
         sched = make_scheduler(optimizer, cfg.optim(), total)
         start = 0
         if snap_dir is not None and cfg.snapshot_every:
-            start = _resume_steps(snap_dir, key, model, optimizer, sched)
+            blob = _resume(snap_dir, "step_*.pt", key, model, optimizer, sched)
+            start = int(blob["step"]) if blob else 0
         pending: list[np.ndarray] = []
 
         def on_step(s: int, batch) -> None:
@@ -261,27 +263,18 @@ def _load_snapshot(path: Path, key: str) -> dict:
     return blob
 
 
-def _resume_steps(snap_dir: Path, key: str, model, optimizer, sched) -> int:
-    snaps = sorted(snap_dir.glob("step_*.pt"))
+def _resume(snap_dir: Path, pattern: str, key: str, model, optimizer, sched=None) -> dict | None:
+    """Load the newest snapshot matching ``pattern`` into model/optimiser(/schedule) and restore the RNG."""
+    snaps = sorted(snap_dir.glob(pattern))
     if not snaps:
-        return 0
+        return None
     blob = _load_snapshot(snaps[-1], key)
     model.load_state_dict(blob["model"])
     optimizer.load_state_dict(blob["optimizer"])
-    sched.load_state_dict(blob["scheduler"])
+    if sched is not None:
+        sched.load_state_dict(blob["scheduler"])
     _restore_rng(blob["rng"])
-    return int(blob["step"])
-
-
-def _resume_blocks(snap_dir: Path, key: str, model, optimizer, blocks: int) -> int:
-    snaps = sorted(snap_dir.glob("block_*.pt"))
-    if not snaps:
-        return 0
-    blob = _load_snapshot(snaps[-1], key)
-    model.load_state_dict(blob["model"])
-    optimizer.load_state_dict(blob["optimizer"])
-    _restore_rng(blob["rng"])
-    return min(int(blob["block"]), blocks)
+    return blob
 
 
 def load_block_snapshot(run_path: str | Path, j: int) -> dict:
