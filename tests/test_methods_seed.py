@@ -196,3 +196,25 @@ def test_deepobliviate_refuses_a_plain_run(digits, digits_run):
 def test_deepobliviate_needs_the_run_directory(digits, digits_blocks_run):
     with pytest.raises(ObliviateError, match="snapshots"):
         unlearn(digits_blocks_run.model, digits, ForgetRequest.for_ids([0]), method="deepobliviate")
+
+
+def test_stitching_keeps_batchnorm_statistics_valid(digits, digits_blocks_run):
+    """Regression: adding θ_B − θ_t to θ'_t's running variance could make it negative (NaN outputs)."""
+    import copy
+
+    from obliviate.methods.deepobliviate import stitch
+    from obliviate.training import load_block_snapshot
+
+    path = digits_blocks_run.run.path
+    theta_t = load_block_snapshot(path, 4)["model"]
+    theta_b = {k: v.clone() for k, v in load_block_snapshot(path, 8)["model"].items()}
+    for k in theta_b:
+        if k.endswith("running_var"):
+            theta_b[k] = theta_t[k] - 10.0  # an additive stitch would drive the variance far below zero
+    model = copy.deepcopy(digits_blocks_run.model)
+    model.load_state_dict(load_block_snapshot(path, 5)["model"])
+    stitch(model, theta_b, theta_t, digits.train)
+    for name, buf in model.named_buffers():
+        if name.endswith("running_var"):
+            assert (buf > 0).all(), name
+    assert accuracy(model, digits.test) > 0.5

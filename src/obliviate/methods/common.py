@@ -110,9 +110,10 @@ def recalibrate_batchnorm(model: torch.nn.Module, data: ArrayData, batch_size: i
         m.momentum = None  # cumulative average over all batches
     model.train()
     try:
-        for batch in BatchStream(data, batch_size, shuffle=False):
-            with autocast(batch.x.device):
-                model(batch.x)
+        with torch.no_grad():
+            for batch in BatchStream(data, batch_size, shuffle=False):
+                with autocast(batch.x.device):
+                    model(batch.x)
     finally:
         for m, mom in zip(layers, saved):
             m.momentum = mom

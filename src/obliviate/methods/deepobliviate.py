@@ -11,7 +11,8 @@ To delete samples S:
 3. once past the last block holding any of S, fit f(x) = a·x^(−h) + b to the Δ series and stop at
    block t when the fitted curve is flat (|f′(t)| < ε): later original updates are then taken to be
    nearly independent of S;
-4. stitch θ = θ'_t + (θ_B − θ_t): the retrained prefix plus the original updates of the rest.
+4. stitch θ = θ'_t + (θ_B − θ_t): the retrained prefix plus the original updates of the rest
+   (parameters only; BatchNorm statistics are re-estimated on D_r, see ``stitch``).
 
 If the stopping rule never fires the result is exact retraining from θ_{d−1} (ε = 0 forces that).
 A class request touches every block (blocks are class-stratified), so d = 1 and it degenerates to
@@ -32,6 +33,7 @@ from ..training.checkpoint import open_run
 from ..training.loop import make_optimizer
 from ..training.trainer import TrainConfig, load_block_assignment, load_block_snapshot, train_block
 from .base import RETAIN, SNAPSHOTS, Method, register
+from .common import recalibrate_batchnorm
 
 
 def power_law(x, a, h, b):
@@ -55,6 +57,28 @@ def fit_power_law(deltas: list[float], h0: float) -> tuple[float, float, float] 
     if not all(map(math.isfinite, (a, h, b))):
         return None
     return float(a), float(h), float(b)
+
+
+def stitch(model: torch.nn.Module, theta_b: dict, theta_t: dict, retain, max_samples: int | None = None,
+           seed: int = 0) -> None:
+    """θ = θ'_t + (θ_B − θ_t) on the parameters; BatchNorm statistics re-estimated on D_r.
+
+    Running statistics are not parameters: adding another run's variance change to θ'_t's variance
+    can make it negative (seen on Fashion-MNIST: the stitched CNN then output NaN and scored 10 %).
+    They are recomputed for the stitched weights on the retain set, which never holds S (on at most
+    ``max_samples`` of it, seeded: a few thousand samples estimate the statistics well).
+    """
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, q in params.items():
+            q.add_(theta_b[name].to(q.device, q.dtype) - theta_t[name].to(q.device, q.dtype))
+    for name, buf in model.named_buffers():
+        if not buf.is_floating_point() and name in theta_b:  # num_batches_tracked: the served model's count
+            buf.copy_(theta_b[name].to(buf.device))
+    if max_samples is not None and len(retain) > max_samples:
+        g = torch.Generator().manual_seed(seed)
+        retain = retain.subset(torch.randperm(len(retain), generator=g)[:max_samples])
+    recalibrate_batchnorm(model, retain)
 
 
 def _config(ctx, run_path) -> TrainConfig:
@@ -96,6 +120,7 @@ class DeepObliviate(Method):
         min_deltas: int = 3
         normalise: bool = True  # Δ per parameter (divide by parameter count); False: raw L1 norm
         h0: float = 1.0
+        bn_samples: int = 2048  # retain samples that re-estimate BatchNorm statistics after stitching
 
     def run(self, ctx, p):
         run_path = ctx.snapshots
@@ -187,15 +212,7 @@ class DeepObliviate(Method):
 
         stitched = stop < n_blocks
         if stitched:
-            theta_t = load_block_snapshot(run_path, stop)["model"]
-            state = model.state_dict()
-            merged = {}
-            for k, v in state.items():
-                if v.is_floating_point():
-                    merged[k] = v + (theta_b[k].to(v.device, v.dtype) - theta_t[k].to(v.device, v.dtype))
-                else:  # num_batches_tracked and other counters: the served model's
-                    merged[k] = theta_b[k].to(v.device)
-            model.load_state_dict(merged)
+            stitch(model, theta_b, load_block_snapshot(run_path, stop)["model"], retain, p.bn_samples, ctx.seed)
         ctx.info.update({
             "blocks": n_blocks, "first_block": first + 1, "last_block": last + 1,
             "retrained_blocks": retrained, "stopped_at": stop, "stitched": stitched,
