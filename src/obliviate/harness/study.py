@@ -259,6 +259,25 @@ def _is_list_type(annotation: Any) -> bool:
     return typing.get_origin(ann) in (list, tuple) or ann in (list, tuple)
 
 
+def _named_entries(doc: Located, d: dict, section: str, allowed: set, what: str,
+                   choices: list[str]) -> list[tuple[tuple, dict]]:
+    """The entries of a list section (``datasets``, ``models``): a bare name or a mapping with a valid name."""
+    listed = isinstance(d[section], list)
+    out = []
+    for i, e in enumerate(d[section] if listed else [d[section]]):
+        p = (section, i) if listed else (section,)
+        if isinstance(e, str):
+            e = {"name": e}
+        _expect(doc, p, e, dict, f"a {what} name or mapping")
+        _unknown_keys(doc, p, e, allowed, what)
+        if "name" not in e:
+            raise doc.error(p, f"a {what} needs a name")
+        _expect(doc, p + ("name",), e["name"], str, "a string")
+        _choose(doc, p + ("name",), e["name"], choices, what)
+        out.append((p, e))
+    return out
+
+
 def parse_study(text: str, file: str = "<study>", *, data_roots: dict[str, str] | None = None) -> Study:
     """Parse and structurally validate a study (no data loaded: see ``check_study`` for that)."""
     from ..data.sources import SOURCES
@@ -279,17 +298,7 @@ def parse_study(text: str, file: str = "<study>", *, data_roots: dict[str, str] 
 
     # ---- data sets
     datasets: list[DatasetEntry] = []
-    entries = d["datasets"] if isinstance(d["datasets"], list) else [d["datasets"]]
-    for i, e in enumerate(entries):
-        p = ("datasets", i) if isinstance(d["datasets"], list) else ("datasets",)
-        if isinstance(e, str):
-            e = {"name": e}
-        _expect(doc, p, e, dict, "a data set name or mapping")
-        _unknown_keys(doc, p, e, DATASET_KEYS, "data set")
-        if "name" not in e:
-            raise doc.error(p, "a data set needs a name")
-        _expect(doc, p + ("name",), e["name"], str, "a string")
-        _choose(doc, p + ("name",), e["name"], sorted(SOURCES), "data set")
+    for p, e in _named_entries(doc, d, "datasets", DATASET_KEYS, "data set", sorted(SOURCES)):
         spec: dict[str, Any] = {"name": e["name"]}
         root = e.get("data_root", e.get("root"))
         if data_roots and e["name"] in data_roots:
@@ -307,17 +316,7 @@ def parse_study(text: str, file: str = "<study>", *, data_roots: dict[str, str] 
 
     # ---- models
     models: list[ModelEntry] = []
-    entries = d["models"] if isinstance(d["models"], list) else [d["models"]]
-    for i, e in enumerate(entries):
-        p = ("models", i) if isinstance(d["models"], list) else ("models",)
-        if isinstance(e, str):
-            e = {"name": e}
-        _expect(doc, p, e, dict, "a model name or mapping")
-        _unknown_keys(doc, p, e, MODEL_KEYS, "model")
-        if "name" not in e:
-            raise doc.error(p, "a model needs a name")
-        _expect(doc, p + ("name",), e["name"], str, "a string")
-        _choose(doc, p + ("name",), e["name"], sorted(MODELS), "model")
+    for p, e in _named_entries(doc, d, "models", MODEL_KEYS, "model", sorted(MODELS)):
         options = _expect(doc, p + ("options",), e.get("options") or {}, dict, "a mapping")
         models.append(ModelEntry(str(e.get("label") or e["name"]), e["name"], options,
                                  _check_train(doc, p + ("train",), e.get("train")), p))
