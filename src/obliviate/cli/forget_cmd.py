@@ -48,7 +48,6 @@ def forget_command(
     request = build_request(forget_class, forget_ids, forget_fraction, subset_per_class, seed)
     params = parse_param_strings(param)
     ck = load_checkpoint(checkpoint, device)
-    request.validate(ck.data.num_classes)
     model, record = forget(ck, request, method, out=out, params=params, seed=seed, device=device, overwrite=force)
     split = request.resolve(ck.data.train, ck.data.num_classes)
     test_forget, test_retain = split.test_split(ck.data.test)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 
 from ..data.dataset import ArrayData, DataBundle
 from ..data.request import ForgetRequest, ForgetSplit
+from ..data.splits import default_augment
 from ..env import pick_device, seed_everything, sync
 from ..errors import AccessError, ObliviateError
 from ..models import Classifier
@@ -145,7 +147,7 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
         return value
     origin = typing.get_origin(annotation)
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    target = args[0] if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args else annotation
+    target = args[0] if origin in (typing.Union, types.UnionType) and args else annotation
     if isinstance(target, str):
         target = {"int": int, "float": float, "bool": bool, "str": str}.get(target.split(" ")[0], str)
     try:
@@ -228,8 +230,6 @@ def unlearn(model: Classifier, data: DataBundle, request: ForgetRequest, method:
         if run_path is None:
             raise ObliviateError(f"method {m.name!r} needs the training snapshots: pass the original run directory")
         available[SNAPSHOTS] = Path(run_path)
-    from ..data.splits import default_augment
-
     work = copy.deepcopy(model).to(dev)
     original = copy.deepcopy(model).to(dev).eval()
     for q in original.parameters():

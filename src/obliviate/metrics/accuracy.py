@@ -4,21 +4,18 @@ from __future__ import annotations
 import torch
 
 from ..data.dataset import ArrayData
+from .outputs import logits_of
 
 
 def accuracy(model: torch.nn.Module, data: ArrayData | None, batch_size: int | None = None) -> float:
     """Top-1 accuracy on ``data`` in [0, 1]; NaN for an empty or missing set (nothing to measure)."""
     if data is None or len(data) == 0:
         return float("nan")
-    from .outputs import logits_of
-
     logits = logits_of(model, data, batch_size)
     return (logits.argmax(1) == data.y.to(logits.device)).float().mean().item()
 
 
 def per_class_accuracy(model: torch.nn.Module, data: ArrayData, num_classes: int) -> list[float]:
-    from .outputs import logits_of
-
     logits = logits_of(model, data)
     y = data.y.to(logits.device)
     hit = (logits.argmax(1) == y).float()
