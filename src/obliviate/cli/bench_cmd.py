@@ -13,7 +13,8 @@ from ..harness.executor import DEFAULT_STORE, bench
 from .app import app, cli_command, console, err_console
 
 #: Columns of the terminal table (a terminal is narrow; --all, the CSV and the report have every metric).
-TERMINAL = ("forget_acc", "retain_acc", "test_acc", "js_to_retrained", "relearn_ain", "seconds", "speedup_vs_retrain")
+TERMINAL = ("forget_acc", "retain_acc", "test_acc", "js_to_retrained", "relearn_ain", "seconds", "speedup_vs_retrain",
+            "speedup_vs_fast_retrain")
 STORE_HELP = f"results store (SQLite file; default {DEFAULT_STORE})"
 
 

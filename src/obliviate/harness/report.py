@@ -23,6 +23,10 @@ from ..errors import ObliviateError
 from ..io import write_bytes, write_text
 from .store import Store, pick_study
 from .study import REFERENCE_METHODS
+from .plotting import color as _color
+from .plotting import figure as _figure
+from .plotting import png as _png
+from .scaling import cost_slopes, plot_cost_vs_size, plot_quality_vs_subset, slope_table
 from .tables import aggregate, best_rows, fmt, headline_metrics, info
 
 #: Figures ``evaluate`` writes into each run's folder, by file-name fragment → section title.
@@ -55,29 +59,6 @@ class Section:
 
 
 # ------------------------------------------------------------------ plotting (no pyplot: no global state)
-def _figure(w: float, h: float):
-    from matplotlib.figure import Figure as MplFigure
-
-    return MplFigure(figsize=(w, h), layout="constrained")
-
-
-def _png(fig) -> bytes:
-    import io
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    return buf.getvalue()
-
-
-def _color(i: int) -> str:
-    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
-               "#bcbd22", "#7f7f7f"]
-    return palette[i % len(palette)]
-
-
 def _nan(v) -> float:
     return float("nan") if v is None else float(v)
 
@@ -250,9 +231,9 @@ def build_sections(rows: list[dict], published: list[dict]) -> list[Section]:
         sec = Section(f"{ds} · {model} · forget {req}", t_html, t_md, p_html, p_md)
         for name, title, png in (
                 ("tradeoff", "Forget vs retain accuracy", scatter_tradeoff(group)),
-                ("speedup", "Speed-up over retraining (log scale)",
-                 bars(group, ["speedup_vs_retrain"], "Speed-up over retraining", "× faster than retrain (log)",
-                      log=True)),
+                ("speedup", "Speed-up over retraining and over fast retraining (log scale)",
+                 bars(group, ["speedup_vs_retrain", "speedup_vs_fast_retrain"], "Speed-up over retraining",
+                      "× faster (log)", log=True)),
                 ("mia", "Membership-inference gaps to retrain",
                  bars(group, [c[:-5] for c in group.columns if c.startswith("mia_") and c.endswith("_gap_mean")],
                       "MIA gap to the retrained model (0 = same as retrain)", "gap (percentage points)",
@@ -262,7 +243,26 @@ def build_sections(rows: list[dict], published: list[dict]) -> list[Section]:
         group_rows = [r for r in rows if (r["dataset"], r["model"], r["request"]) == (ds, model, req)]
         sec.galleries = _run_figures(group_rows, group, slug)
         sections.append(sec)
-    return sections
+    scaling = _scaling_section(rows)
+    return sections + ([scaling] if scaling else [])
+
+
+def _scaling_section(rows: list[dict]) -> Section | None:
+    """Cost vs training-set size (log-log, fitted slopes) and quality vs retain-subset size, when the
+    study varies either (see ``scaling.py``)."""
+    slopes = cost_slopes(rows)
+    cost_png, subset_png = plot_cost_vs_size(slopes), plot_quality_vs_subset(rows)
+    if cost_png is None and subset_png is None:
+        return None
+    t_html, t_md = slope_table(slopes)
+    sec = Section("Scaling: cost vs training-set size, quality vs retain subset", t_html, t_md)
+    if cost_png is not None:
+        sec.figures.append(Figure("scaling-cost-vs-size.png", "Seconds against training-set size (log-log)",
+                                  cost_png))
+    if subset_png is not None:
+        sec.figures.append(Figure("scaling-quality-vs-subset.png", "Test accuracy on retained classes against "
+                                  "retain-subset size", subset_png))
+    return sec
 
 
 _CSS = """

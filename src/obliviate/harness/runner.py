@@ -83,7 +83,10 @@ class Task:
 
     @property
     def retrain_key(self) -> str:
-        return config_hash({"original": self.original_key, "request": self.request_spec})
+        """What was forgotten decides the reference, not method inputs: requests that differ only in the
+        retain-subset size share one retrained model (a subset-size sweep retrains once)."""
+        forgotten = {k: v for k, v in self.request_spec.items() if k != "subset_per_class"}
+        return config_hash({"original": self.original_key, "request": forgotten})
 
     @property
     def title(self) -> str:

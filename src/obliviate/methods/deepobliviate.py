@@ -40,23 +40,94 @@ def power_law(x, a, h, b):
     return a * np.power(x, -h) + b
 
 
-def fit_power_law(deltas: list[float], h0: float) -> tuple[float, float, float] | None:
-    """Least-squares fit of f(x) = a·x^(−h) + b to Δ_1..Δ_k (x = 1..k), with a ≥ 0 and h ≥ 0; None if it fails."""
+def dfa_exponent(series) -> float | None:
+    """Detrended fluctuation analysis: the scaling exponent α of a series (None when too short to say).
+
+    The profile (cumulative sum of the mean-removed series) is cut into windows of size s; in each a
+    linear trend is removed and the RMS of what is left is F(s); α is the slope of log F(s) on log s.
+    Used only to start the power-law fit's exponent (the spec's choice; inferred mapping h₀ = α,
+    clipped to [0.1, 3]): with fewer than 8 values there are too few windows and the caller's default
+    is used instead.
+    """
+    y = np.asarray(series, dtype=np.float64)
+    n = len(y)
+    if n < 8 or not np.all(np.isfinite(y)):
+        return None
+    profile = np.cumsum(y - y.mean())
+    scales = sorted({int(s) for s in np.geomspace(3, n // 2, num=6)} - {0, 1, 2})
+    fluct = []
+    for s in scales:
+        x = np.arange(s)
+        rms = [np.sqrt(np.mean((seg - np.polyval(np.polyfit(x, seg, 1), x)) ** 2))
+               for seg in (profile[i * s:(i + 1) * s] for i in range(n // s))]
+        fluct.append(np.mean(rms))
+    fluct = np.asarray(fluct)
+    if len(scales) < 2 or np.any(fluct <= 0):
+        return None
+    return float(np.polyfit(np.log(scales), np.log(fluct), 1)[0])
+
+
+def fit_power_law(deltas, h0: float) -> tuple[float, float, float] | None:
+    """Least-squares fit of f(x) = a·x^(−h) + b to Δ_1..Δ_k (x = 1..k); None if it fails.
+
+    ``a`` is free in sign (a rising series fits a < 0, which the stop rule then refuses: bounding it at
+    0 made rising or bumpy series fit flat and stop at once); h is kept in [0, 20].
+    """
     from scipy.optimize import curve_fit
 
     y = np.asarray(deltas, dtype=np.float64)
     x = np.arange(1, len(y) + 1, dtype=np.float64)
-    p0 = [max(float(y[0] - y[-1]), 1e-12), h0, float(y[-1])]
+    p0 = [float(y[0] - y[-1]) or 1e-12, h0, float(y[-1])]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            (a, h, b), _ = curve_fit(power_law, x, y, p0=p0, bounds=([0.0, 0.0, -np.inf], [np.inf, np.inf, np.inf]),
+            (a, h, b), _ = curve_fit(power_law, x, y, p0=p0, bounds=([-np.inf, 0.0, -np.inf], [np.inf, 20.0, np.inf]),
                                      maxfev=20_000)
     except (RuntimeError, ValueError):
         return None
     if not all(map(math.isfinite, (a, h, b))):
         return None
     return float(a), float(h), float(b)
+
+
+def stop_decision(deltas, epsilon: float, min_deltas: int, min_r2: float, h0: float | None = None) -> dict:
+    """Has the residual memory Δ faded? Fit f(x) = a·x^(−h) + b to Δ/Δ_peak from the peak on, and decide.
+
+    Stop only on a real decay: a > 0 and h > 0 (the curve falls), a fit that explains the series
+    (R² >= ``min_r2``), the last Δ below the first, and the fitted curve now flat — its slope
+    |f′(t)| = a·h·t^(−h−1) below ``epsilon`` *relative to the peak Δ* (so one threshold serves any model size
+    and any lr). A flat, bumpy or rising series never stops: retraining then continues to the end,
+    which is exact retraining (the safe side).
+    """
+    y = np.asarray(deltas, dtype=np.float64)
+    if not np.all(np.isfinite(y)):
+        return {"stop": False, "points": len(y), "reason": "non-finite Δ"}
+    peak = int(np.argmax(y)) if len(y) else 0
+    y = y[peak:]  # the decay phase: Δ often rises for a block or two after the deletion before it fades
+    out: dict = {"stop": False, "points": len(y), "peak_block_offset": peak}
+    if len(y) < max(3, min_deltas) or y[0] <= 0:
+        return {**out, "reason": f"{len(y)} of {max(3, min_deltas)} values since the peak"}
+    rel = y / y[0]
+    alpha = dfa_exponent(rel)
+    h_init = h0 if h0 is not None else (float(np.clip(alpha, 0.1, 3.0)) if alpha is not None else 1.0)
+    fit = fit_power_law(rel, h_init)
+    if fit is None:
+        return {**out, "reason": "fit failed", "h0": h_init}
+    a, h, b = fit
+    x = np.arange(1, len(y) + 1, dtype=np.float64)
+    ss_tot = float(np.sum((rel - rel.mean()) ** 2))
+    r2 = 1.0 - float(np.sum((rel - power_law(x, a, h, b)) ** 2)) / ss_tot if ss_tot > 0 else 0.0
+    slope = a * h * float(len(y)) ** (-h - 1.0)
+    out.update(a=a, h=h, b=b, r2=r2, slope=slope, h0=h_init)
+    if not (a > 0 and h > 0):
+        return {**out, "reason": "not decaying"}
+    if r2 < min_r2:
+        return {**out, "reason": f"poor fit (R² {r2:.2f})"}
+    if rel[-1] >= 1.0:
+        return {**out, "reason": "last Δ not below the first"}
+    if slope >= epsilon:
+        return {**out, "reason": "still falling"}
+    return {**out, "stop": True, "reason": "residual memory faded"}
 
 
 def stitch(model: torch.nn.Module, theta_b: dict, theta_t: dict, retain, max_samples: int | None = None,
@@ -94,6 +165,51 @@ def _config(ctx, run_path) -> TrainConfig:
     raise ObliviateError(f"deepobliviate: cannot find the training recipe of {run_path} (no run.json config)")
 
 
+@dataclass
+class _Snapshots:
+    """The block-incremental run as DeepObliviate reads it: recipe, block of every id, θ_j loader."""
+
+    path: object
+    cfg: TrainConfig
+    n_blocks: int
+    sorted_ids: np.ndarray
+    sorted_blocks: np.ndarray
+
+    @classmethod
+    def open(cls, ctx, run_path) -> "_Snapshots":
+        try:
+            ids, blocks = load_block_assignment(run_path)
+        except CheckpointError as exc:
+            raise ObliviateError(
+                f"deepobliviate needs a block-incrementally trained run, and {run_path} has no block snapshots: "
+                "retrain it with `obliviate train ... --blocks B --epochs-per-block E` (plain training, even with "
+                "step snapshots, re-reads every sample every epoch, so no suffix of it is free of the deleted samples)"
+            ) from exc
+        cfg = _config(ctx, run_path)
+        order = np.argsort(ids)
+        n_blocks = int(cfg.blocks) if cfg.blocks else int(blocks.max()) + 1
+        return cls(run_path, cfg, n_blocks, ids[order], blocks[order])
+
+    def block_of(self, query: np.ndarray) -> np.ndarray:
+        """0-based block of each id; -1 for an id the run never trained on."""
+        if not len(self.sorted_ids):
+            return np.full(len(query), -1)
+        pos = np.clip(np.searchsorted(self.sorted_ids, query), 0, len(self.sorted_ids) - 1)
+        return np.where(self.sorted_ids[pos] == query, self.sorted_blocks[pos], -1)
+
+    def model(self, j: int) -> dict:
+        return load_block_snapshot(self.path, j)["model"]
+
+    def check_final(self, original: torch.nn.Module) -> None:
+        """The model to unlearn must be θ_B of this run, or stitching adds the wrong updates."""
+        final = original.state_dict()
+        for k, v in self.model(self.n_blocks).items():
+            if k in final and v.is_floating_point() and not torch.allclose(
+                    final[k].detach().cpu().float(), v.float(), atol=1e-6, rtol=1e-5):
+                raise ObliviateError(f"deepobliviate: the model to unlearn is not the final model of {self.path} "
+                                     f"(parameter {k} differs); pass the run's own model")
+
+
 @register
 class DeepObliviate(Method):
     name = "deepobliviate"
@@ -104,121 +220,94 @@ class DeepObliviate(Method):
 
     @dataclass
     class Params:
-        """``epsilon`` is on the per-parameter scale: Δ is divided by the number of parameters (mean
-        absolute difference per weight), so one threshold serves models of any size (inferred; the
-        paper does not say). ``min_deltas`` is small because test runs have few blocks (the
-        third-party version needs 15). ``h0`` starts the fit's exponent at 1 instead of DFA (inferred).
-        epsilon = 1e-5 kept from the spec after measuring on the digits CNN (8 blocks x 4 epochs, 10 ids
-        deleted): per-parameter Δ_j were 1.5e-3–7e-3 and did *not* decay monotonically (e.g. 2.1e-3,
-        7.2e-3, 4.4e-3, 3.2e-3, ...). With three points the bounded fit then goes flat (slope ~1e-11),
-        so the rule fires as soon as ``min_deltas`` values past the last deleted block exist; any ε
-        from 1e-5 to 1e-4 behaved the same. On such short series the stop is driven by ``min_deltas``,
-        not by a real decay — raise it (the third-party version uses 15) for more retraining.
+        """The stop rule (``stop_decision``) fits f(x) = a·x^(−h) + b to Δ/Δ₁ and stops once the fit shows a
+        real decay (a, h > 0, R² >= ``min_r2``) whose slope fell below ``epsilon`` (relative to Δ₁, so one
+        value serves any model: inferred, the paper gives ε = 1e-5 on its own unstated scale). Δ is the
+        mean absolute difference per parameter (``normalise``). ``h0`` None: start the exponent from
+        detrended fluctuation analysis of the series (>= 8 values), else 1. ``min_deltas`` values are fitted
+        at least, counted from the first retrained block; retraining always runs through the last block
+        holding a deleted sample. Defaults measured on block-trained models (see benchmarks/README.md).
         """
 
-        epsilon: float = 1e-5
-        min_deltas: int = 3
+        epsilon: float = 0.02
+        min_deltas: int = 4
+        min_r2: float = 0.7
         normalise: bool = True  # Δ per parameter (divide by parameter count); False: raw L1 norm
-        h0: float = 1.0
+        h0: float | None = None
         bn_samples: int = 2048  # retain samples that re-estimate BatchNorm statistics after stitching
 
     def run(self, ctx, p):
-        run_path = ctx.snapshots
         if p.min_deltas < 1:
             raise ObliviateError(f"deepobliviate: min_deltas must be >= 1, got {p.min_deltas}")
         if p.epsilon < 0:
             raise ObliviateError(f"deepobliviate: epsilon must be >= 0, got {p.epsilon}")
-        try:
-            ids, blocks = load_block_assignment(run_path)
-        except CheckpointError as exc:
-            raise ObliviateError(
-                f"deepobliviate needs a block-incrementally trained run, and {run_path} has no block snapshots: "
-                "retrain it with `obliviate train ... --blocks B --epochs-per-block E` (plain training, even with "
-                "step snapshots, re-reads every sample every epoch, so no suffix of it is free of the deleted samples)"
-            ) from exc
-        cfg = _config(ctx, run_path)
-        n_blocks = int(cfg.blocks) if cfg.blocks else int(blocks.max()) + 1
-        order = np.argsort(ids)
-        sorted_ids, sorted_blocks = ids[order], blocks[order]
-
-        def block_of(query: np.ndarray) -> np.ndarray:
-            pos = np.clip(np.searchsorted(sorted_ids, query), 0, max(0, len(sorted_ids) - 1))
-            found = sorted_ids[pos] == query if len(sorted_ids) else np.zeros(len(query), bool)
-            return np.where(found, sorted_blocks[pos], -1)
-
-        forget_blocks = block_of(np.asarray(ctx.forget_ids, np.int64))
+        snaps = _Snapshots.open(ctx, ctx.snapshots)
+        forget_blocks = snaps.block_of(np.asarray(ctx.forget_ids, np.int64))
         if (forget_blocks < 0).any():
             bad = int(np.asarray(ctx.forget_ids)[forget_blocks < 0][0])
-            raise ObliviateError(f"deepobliviate: sample id {bad} is not in the block assignment of {run_path} "
+            raise ObliviateError(f"deepobliviate: sample id {bad} is not in the block assignment of {snaps.path} "
                                  "(was that run trained on this data set?)")
         first, last = int(forget_blocks.min()), int(forget_blocks.max())  # 0-based block indices
-
+        snaps.check_final(ctx.original)
         retain = ctx.retain
-        retain_blocks = torch.as_tensor(block_of(retain.ids.cpu().numpy()), device=retain.device)
-        # retain ids absent from the assignment were never trained on (the run excluded them): leave them out
-
-        theta_b = load_block_snapshot(run_path, n_blocks)["model"]
-        final = ctx.original.state_dict()
-        for k, v in theta_b.items():
-            if k in final and v.is_floating_point() and not torch.allclose(final[k].detach().cpu().float(), v.float(),
-                                                                           atol=1e-6, rtol=1e-5):
-                raise ObliviateError(f"deepobliviate: the model to unlearn is not the final model of {run_path} "
-                                     f"(parameter {k} differs); pass the run's own model")
-
-        start = load_block_snapshot(run_path, first)
-        model = ctx.model
-        model.load_state_dict(start["model"])
-        optimizer = make_optimizer(model.parameters(), cfg.optim())
-        optimizer.load_state_dict(start["optimizer"])
-        augment = cfg.augment if cfg.augment is not None else default_augment(ctx.dataset)
-
-        names = [n for n, _ in model.named_parameters()]
-        count = sum(q.numel() for q in model.parameters())
-        scale = 1.0 / count if p.normalise else 1.0
-
-        def param_state(state: dict) -> dict:
-            return {n: state[n].detach().to(ctx.device, torch.float32) for n in names}
-
-        orig_prev = param_state(start["model"])
-        new_prev = {n: v.clone() for n, v in orig_prev.items()}
-        deltas: list[float] = []
-        retrained: list[int] = []
-        fits: list[dict] = []
-        stop = n_blocks  # θ'_stop is the last retrained model (1-based block count)
-        for j in range(first, n_blocks):
-            part = torch.nonzero(retain_blocks == j).flatten()
-            if len(part):
-                train_block(model, optimizer, retain.subset(part), cfg, j, augment,
-                            description=f"deepobliviate block {j + 1}/{n_blocks}")
-            retrained.append(j + 1)
-            orig_next = param_state(load_block_snapshot(run_path, j + 1)["model"])
-            new_next = param_state(model.state_dict())
-            delta = sum(((orig_next[n] - orig_prev[n]) - (new_next[n] - new_prev[n])).abs().sum().item()
-                        for n in names) * scale
-            deltas.append(delta)
-            orig_prev, new_prev = orig_next, new_next
-            if j < last or len(deltas) < p.min_deltas or p.epsilon <= 0 or j + 1 == n_blocks:
-                continue
-            fit = fit_power_law(deltas, p.h0)
-            if fit is None:
-                continue
-            a, h, b = fit
-            t = float(len(deltas))
-            slope = a * h * t ** (-h - 1.0)
-            fits.append({"block": j + 1, "a": a, "h": h, "b": b, "slope": slope})
-            if slope < p.epsilon:
-                stop = j + 1
-                break
-
-        stitched = stop < n_blocks
+        # retain ids absent from the assignment were never trained on (the run excluded them): block -1, left out
+        retain_blocks = torch.as_tensor(snaps.block_of(retain.ids.cpu().numpy()), device=retain.device)
+        stop, deltas, decisions = _retrain_suffix(ctx, p, snaps, retain, retain_blocks, first, last)
+        stitched = stop < snaps.n_blocks
         if stitched:
-            stitch(model, theta_b, load_block_snapshot(run_path, stop)["model"], retain, p.bn_samples, ctx.seed)
+            stitch(ctx.model, snaps.model(snaps.n_blocks), snaps.model(stop), retain, p.bn_samples, ctx.seed)
+        retrained = list(range(first + 1, stop + 1))
         ctx.info.update({
-            "blocks": n_blocks, "first_block": first + 1, "last_block": last + 1,
+            "blocks": snaps.n_blocks, "first_block": first + 1, "last_block": last + 1,
             "retrained_blocks": retrained, "stopped_at": stop, "stitched": stitched,
-            "deltas": deltas, "delta_scale": "per-parameter mean |.|" if p.normalise else "L1",
-            "fits": fits, "speedup_estimate": n_blocks / max(1, len(retrained)),
-            "note": "class request: every block holds the class, so this is full retraining"
-            if ctx.request.kind == "class" else "",
+            "exact_retraining": not stitched, "deltas": deltas,
+            "delta_scale": "per-parameter mean |.|" if p.normalise else "L1", "decisions": decisions,
+            "speedup_estimate": snaps.n_blocks / max(1, len(retrained)),
+            "note": _note(ctx, first, stitched, decisions),
         })
-        return model
+        return ctx.model
+
+
+def _note(ctx, first: int, stitched: bool, decisions: list[dict]) -> str:
+    if ctx.request.kind == "class":
+        return "class request: every block holds the class, so this is full retraining"
+    if stitched:
+        return f"retrained from block {first + 1}, stopped when the residual memory faded, stitched the rest"
+    why = decisions[-1]["reason"] if decisions else "no block after the last deleted one"
+    return f"retrained from block {first + 1} to the end: the stop rule never fired ({why}), so this is exact"
+
+
+def _retrain_suffix(ctx, p, snaps: _Snapshots, retain, retain_blocks, first: int, last: int):
+    """Retrain blocks first.. on D_j minus S from θ_first, measuring Δ_j; return (stop, Δs, decisions)."""
+    start = load_block_snapshot(snaps.path, first)
+    model, cfg = ctx.model, snaps.cfg
+    model.load_state_dict(start["model"])
+    optimizer = make_optimizer(model.parameters(), cfg.optim())
+    optimizer.load_state_dict(start["optimizer"])
+    augment = cfg.augment if cfg.augment is not None else default_augment(ctx.dataset)
+    names = [n for n, _ in model.named_parameters()]
+    scale = 1.0 / sum(q.numel() for q in model.parameters()) if p.normalise else 1.0
+
+    def param_state(state: dict) -> dict:
+        return {n: state[n].detach().to(ctx.device, torch.float32) for n in names}
+
+    orig_prev = param_state(start["model"])
+    new_prev = {n: v.clone() for n, v in orig_prev.items()}
+    deltas: list[float] = []
+    decisions: list[dict] = []
+    for j in range(first, snaps.n_blocks):
+        part = torch.nonzero(retain_blocks == j).flatten()
+        if len(part):
+            train_block(model, optimizer, retain.subset(part), cfg, j, augment,
+                        description=f"deepobliviate block {j + 1}/{snaps.n_blocks}")
+        orig_next, new_next = param_state(snaps.model(j + 1)), param_state(model.state_dict())
+        deltas.append(sum(((orig_next[n] - orig_prev[n]) - (new_next[n] - new_prev[n])).abs().sum().item()
+                          for n in names) * scale)
+        orig_prev, new_prev = orig_next, new_next
+        if j < last or p.epsilon <= 0 or j + 1 == snaps.n_blocks:
+            continue
+        decision = stop_decision(deltas, p.epsilon, p.min_deltas, p.min_r2, p.h0)
+        decisions.append({"block": j + 1, **decision})
+        if decision["stop"]:
+            return j + 1, deltas, decisions
+    return snaps.n_blocks, deltas, decisions

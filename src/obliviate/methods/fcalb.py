@@ -32,8 +32,104 @@ from ..training.loop import OptimConfig, fine_tune
 from .base import FORGET, RETAIN_SUBSET, Method, register
 from .common import error_maximising_noise, recalibrate_batchnorm
 
-BALANCES = ("uncertainty", "dwa", "fixed")
+BALANCES = ("uncertainty", "dwa", "gradnorm", "fixed")
 FORGET_LOSSES = ("mse", "kl")
+
+
+class Balance:
+    """Weights of the (forget, recover) losses; ``total`` returns the loss to minimise this step."""
+
+    def __init__(self, p, model, device):
+        self.p, self.weights, self.trace = p, [1.0, 1.0], []
+
+    def extra_params(self) -> list[dict]:
+        return []
+
+    def combine(self, losses) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def total(self, losses) -> torch.Tensor:
+        out = self.combine(losses)
+        self.trace.append([round(float(w), 5) for w in self.weights])
+        return out
+
+
+class FixedBalance(Balance):
+    def combine(self, losses):
+        self.weights = [self.p.w_forget, self.p.w_recover]
+        return self.p.w_forget * losses[0] + self.p.w_recover * losses[1]
+
+
+class UncertaintyBalance(Balance):
+    """Kendall et al. 2018: L = Σ exp(−s_i)·L_i + s_i, s_i = log σ_i² learnt (from 0) at ``balance_lr``."""
+
+    def __init__(self, p, model, device):
+        super().__init__(p, model, device)
+        self.log_vars = torch.zeros(2, device=device, requires_grad=True)
+
+    def extra_params(self):
+        return [{"params": [self.log_vars], "lr": self.p.balance_lr, "weight_decay": 0.0}]
+
+    def combine(self, losses):
+        self.weights = torch.exp(-self.log_vars).detach().tolist()
+        return sum(torch.exp(-self.log_vars[i]) * losses[i] + self.log_vars[i] for i in range(2))
+
+
+class DWABalance(Balance):
+    """Dynamic Weight Average (Liu et al. 2019): w_i ∝ exp(r_i / T), r_i = ratio of the last two epoch
+    means of L_i; equal weights for the first two epochs."""
+
+    def __init__(self, p, model, device, steps_per_epoch: int = 1):
+        super().__init__(p, model, device)
+        self.steps, self.history = steps_per_epoch, ([], [])
+
+    def combine(self, losses):
+        k, n = len(self.history[0]), self.steps
+        if k and k % n == 0 and k >= 2 * n:
+            ratios = [(sum(h[-n:]) / n) / max(sum(h[-2 * n:-n]) / n, 1e-12) for h in self.history]
+            e = [math.exp(r / self.p.dwa_temperature) for r in ratios]
+            self.weights = [2 * x / sum(e) for x in e]
+        for h, loss in zip(self.history, losses):
+            h.append(loss.item())
+        return self.weights[0] * losses[0] + self.weights[1] * losses[1]
+
+
+class GradNormBalance(Balance):
+    """GradNorm (Chen et al. 2018): learn w_i so that each weighted task's gradient norm on the last shared
+    layer W tracks mean-norm × (relative inverse training rate)^α. A task whose loss fell less (relative to
+    its first value) gets a larger gradient share. The weights take their own Adam step (``balance_lr``) on
+    Σ|G_i − G_i*| each step and are renormalised to sum to 2; the model is updated with Σ w_i·L_i."""
+
+    def __init__(self, p, model, device):
+        super().__init__(p, model, device)
+        self.w = torch.ones(2, device=device, requires_grad=True)
+        self.opt = torch.optim.Adam([self.w], lr=p.balance_lr)
+        self.shared = [q for q in model.body.parameters() if q.dim() > 1][-1]
+        self.first: list[float] | None = None
+
+    def combine(self, losses):
+        if self.first is None:
+            self.first = [max(loss.item(), 1e-12) for loss in losses]
+        norms = torch.stack([torch.autograd.grad(self.w[i] * losses[i], self.shared, retain_graph=True,
+                                                 create_graph=True)[0].norm() for i in range(2)])
+        ratios = torch.tensor([losses[i].item() / self.first[i] for i in range(2)], device=norms.device)
+        target = (norms.mean() * (ratios / ratios.mean()) ** self.p.gradnorm_alpha).detach()
+        (grad_w,) = torch.autograd.grad((norms - target).abs().sum(), self.w, retain_graph=True)
+        self.opt.zero_grad(set_to_none=True)
+        self.w.grad = grad_w
+        self.opt.step()
+        with torch.no_grad():
+            self.w.clamp_(min=1e-3)
+            self.w.mul_(2.0 / self.w.sum())
+        self.weights = self.w.detach().tolist()
+        return self.weights[0] * losses[0] + self.weights[1] * losses[1]
+
+
+def make_balance(p, model, device, steps_per_epoch: int) -> Balance:
+    if p.balance == "dwa":
+        return DWABalance(p, model, device, steps_per_epoch)
+    cls = {"uncertainty": UncertaintyBalance, "gradnorm": GradNormBalance, "fixed": FixedBalance}[p.balance]
+    return cls(p, model, device)
 
 
 @dataclass
@@ -66,6 +162,7 @@ class FCALBParams:
     balance: str = "uncertainty"
     balance_lr: float = 0.01
     dwa_temperature: float = 2.0
+    gradnorm_alpha: float = 1.5
     w_forget: float = 1.0
     w_recover: float = 1.0
     recalibrate_bn: bool = True  # re-estimate BatchNorm statistics on D_sub at the end (forget inputs drift them)
@@ -103,12 +200,9 @@ class _FCALB(Method):
         for q in teacher.parameters():
             q.requires_grad_(False)
 
-        log_vars = torch.zeros(2, device=ctx.device, requires_grad=True)  # s_forget, s_recover
+        balance = make_balance(p, model, ctx.device, len(BatchStream(sub, p.batch_size)))
         g = ctx.generator(0xFB)
-        steps_per_epoch = len(BatchStream(sub, p.batch_size))
-        history: list[list[float]] = [[], []]  # per-step losses, for DWA's epoch means
-        dwa_w = [1.0, 1.0]
-        last: dict = {}
+        history: list[list[float]] = [[], []]
 
         def feature_loss(xf: torch.Tensor) -> torch.Tensor:
             if p.forget_loss == "mse":
@@ -123,42 +217,20 @@ class _FCALB(Method):
         def loss_fn(m, batch):
             idx = torch.randint(0, len(forget_x), (min(p.forget_batch_size, len(forget_x)),), device=ctx.device,
                                 generator=g)
-            lf = feature_loss(forget_x[idx])
-            lr_ = F.cross_entropy(m(batch.x).float(), batch.y)
-            losses = (lf, lr_)
-            if p.balance == "uncertainty":
-                total = sum(torch.exp(-log_vars[i]) * losses[i] + log_vars[i] for i in range(2))
-                weights = torch.exp(-log_vars).detach().tolist()
-            elif p.balance == "dwa":
-                k = len(history[0])
-                if k and k % steps_per_epoch == 0 and k >= 2 * steps_per_epoch:  # epoch boundary: update
-                    ratios = []
-                    for h in history:
-                        now = sum(h[-steps_per_epoch:]) / steps_per_epoch
-                        before = sum(h[-2 * steps_per_epoch:-steps_per_epoch]) / steps_per_epoch
-                        ratios.append(now / max(before, 1e-12))
-                    e = [math.exp(r / p.dwa_temperature) for r in ratios]
-                    dwa_w[:] = [2 * x / sum(e) for x in e]
-                total = dwa_w[0] * lf + dwa_w[1] * lr_
-                weights = list(dwa_w)
-            else:
-                total = p.w_forget * lf + p.w_recover * lr_
-                weights = [p.w_forget, p.w_recover]
-            history[0].append(lf.item())
-            history[1].append(lr_.item())
-            last.update(weights=weights)
-            return total
+            losses = (feature_loss(forget_x[idx]), F.cross_entropy(m(batch.x).float(), batch.y))
+            history[0].append(losses[0].item())
+            history[1].append(losses[1].item())
+            return balance.total(losses)
 
-        params = [{"params": list(model.parameters())}]
-        if p.balance == "uncertainty":
-            params.append({"params": [log_vars], "lr": p.balance_lr, "weight_decay": 0.0})
         fine_tune(model, sub, loss_fn, epochs=p.epochs, batch_size=p.batch_size,
                   optim=OptimConfig(p.optimizer, p.lr, 0.9, 0.0, "constant"),
-                  augment=ctx.augment if p.augment else "none", seed=ctx.seed, description=self.name, params=params)
+                  augment=ctx.augment if p.augment else "none", seed=ctx.seed, description=self.name,
+                  params=[{"params": list(model.parameters())}, *balance.extra_params()])
         if p.recalibrate_bn:
             recalibrate_batchnorm(model, sub, 256)
         ctx.info.update({
-            "forget_inputs": len(forget_x), "final_weights": last.get("weights"),
+            "forget_inputs": len(forget_x), "balance": p.balance, "final_weights": balance.weights,
+            "weights_trace": balance.trace[:: max(1, len(balance.trace) // 20)],
             "final_losses": {"forget": history[0][-1] if history[0] else None,
                              "recover": history[1][-1] if history[1] else None},
         })

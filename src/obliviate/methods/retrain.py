@@ -63,7 +63,7 @@ class Retrain(Method):
         retain = ctx.retain
         if cfg.blocks:
             return _retrain_blocks(ctx, cfg, retain)
-        result = train(_retain_bundle(ctx, retain), cfg, device=ctx.device, kind="retrain")
+        result = train(retain_bundle(ctx, retain), cfg, device=ctx.device, kind="retrain")
         return result.model
 
 
@@ -85,7 +85,7 @@ def recipe(ctx, p) -> TrainConfig:
     return cfg
 
 
-def _retain_bundle(ctx, retain: ArrayData) -> DataBundle:
+def retain_bundle(ctx, retain: ArrayData) -> DataBundle:
     """D_r as a training bundle for ``train``: no val/test (the caller evaluates), same shape and stats."""
     spec = ctx.model.spec
     empty = retain.subset(torch.zeros(0, dtype=torch.long))

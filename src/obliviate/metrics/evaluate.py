@@ -40,7 +40,7 @@ CORE_KEYS = (
     "js_to_retrained", "activation_distance", "zrf",
     "weight_distance", "weight_distance_to_retrained",
     "pred_counts", "pred_entropy_retained", "pred_max_share_retained", "pred_forgotten_share",
-    "seconds", "speedup_vs_retrain", "peak_gpu_memory_mb",
+    "seconds", "speedup_vs_retrain", "speedup_vs_fast_retrain", "peak_gpu_memory_mb",
 )
 
 

@@ -50,7 +50,7 @@ class TrainConfig:
     blocks: int = 0  # >0: block-incremental training (DeepObliviate)
     epochs_per_block: int = 1
     amp: bool = True  # bf16 autocast on CUDA
-    channels_last: bool = True  # on CUDA
+    channels_last: bool = True  # on CUDA, and on CPU for models that declare it (Classifier.wants_channels_last)
     compile: bool = False  # torch.compile on CUDA
     model_options: dict = field(default_factory=dict)
 
@@ -108,7 +108,7 @@ def assign_blocks(train: ArrayData, blocks: int, seed: int) -> np.ndarray:
 
 def prepare_model(model: Classifier, cfg: TrainConfig, device: torch.device) -> Classifier:
     model = model.to(device)
-    if device.type == "cuda" and cfg.channels_last:
+    if cfg.channels_last and model.wants_channels_last(device):
         model = model.to(memory_format=torch.channels_last)
     return model
 
@@ -135,7 +135,7 @@ def train_block(model: Classifier, optimizer: torch.optim.Optimizer, data: Array
     block j on the same data reproduces it step for step.
     """
     stream = BatchStream(data, cfg.batch_size, augment=augment, seed=block_seed(cfg.seed, block),
-                         channels_last=cfg.channels_last and data.device.type == "cuda")
+                         channels_last=cfg.channels_last and model.wants_channels_last(data.device))
     for group in optimizer.param_groups:
         group["lr"] = cfg.lr
         group.pop("initial_lr", None)
@@ -202,7 +202,7 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
                          "assignment": f"{SNAP_DIR}/blocks.npy"}
     else:
         stream = BatchStream(train_dev, cfg.batch_size, augment=augment, seed=cfg.seed,
-                             channels_last=cfg.channels_last and device.type == "cuda")
+                             channels_last=cfg.channels_last and model.wants_channels_last(device))
         total = cfg.epochs * len(stream)
         sched = make_scheduler(optimizer, cfg.optim(), total)
         start = 0
