@@ -160,13 +160,16 @@ def test_deepobliviate_late_deletion_retrains_a_suffix(digits, digits_blocks_run
     assert after["forget"] <= after["test_retain"] + 0.1
 
 
-def test_deepobliviate_stops_early_and_stitches(digits, digits_blocks_run):
+def test_deepobliviate_stops_early_and_stitches(digits, digits_blocks_run, monkeypatch):
+    """When the stop rule fires, retraining ends there and the rest is stitched (rule itself: test_seed_quality)."""
+    import obliviate.methods.deepobliviate as do
+
+    monkeypatch.setattr(do, "stop_decision", lambda deltas, *a, **k: {"stop": len(deltas) >= 2, "reason": "test"})
     ids = _block_ids(digits_blocks_run, 2)  # block 3 of 8
-    model, record = _deepobliviate(digits_blocks_run, digits, ids, epsilon=1e-5, min_deltas=3)
+    model, record = _deepobliviate(digits_blocks_run, digits, ids)
     info = record["info"]
-    assert info["retrained_blocks"][0] == 3 and info["stitched"] is True
-    assert len(info["retrained_blocks"]) < 6 and info["stopped_at"] == info["retrained_blocks"][-1]
-    assert info["fits"] and info["fits"][-1]["slope"] < 1e-5
+    assert info["retrained_blocks"] == [3, 4] and info["stitched"] is True and info["stopped_at"] == 4
+    assert info["exact_retraining"] is False and "stitched" in info["note"]
     assert accuracy(model, digits.test) >= accuracy(digits_blocks_run.model, digits.test) - RETAIN_MARGIN
 
 

@@ -1,0 +1,160 @@
+"""Issue 10/11 behaviour: resnet8, fast-retrain, the second speed-up column, the scaling figures, FCALB's
+balance schemes, and DeepObliviate's stop rule, restart point and stitch arithmetic."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from obliviate import ForgetRequest, unlearn
+from obliviate.data.dataset import ArrayData, DataBundle
+from obliviate.harness.report import build_sections
+from obliviate.harness.scaling import cost_slopes, fit_slope
+from obliviate.harness.tables import rows_frame
+from obliviate.methods.deepobliviate import dfa_exponent, stitch, stop_decision
+from obliviate.metrics.accuracy import accuracy
+from obliviate.models import model_for
+from obliviate.training import TrainConfig, load_block_assignment, load_block_snapshot, train
+
+
+# ---------------------------------------------------------------- resnet8
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_resnet8_builds_and_a_training_step_lowers_the_loss(shape):
+    n = 32
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand((n, *shape), generator=g) * 255).to(torch.uint8)
+    y = torch.arange(n) % 10
+    data = ArrayData(x, y, torch.arange(n))
+    bundle = DataBundle("synthetic", data, data.subset(torch.arange(0)), data, [str(i) for i in range(10)], "image",
+                        (0.5,) * shape[0], (0.25,) * shape[0], source_hash="synthetic")
+    model = model_for("resnet8", bundle)
+    assert model.wants_channels_last(torch.device("cpu")) and model(x[:2].float() / 255).shape == (2, 10)
+    before = torch.nn.functional.cross_entropy(model(x.float() / 255), y).item()
+    res = train(bundle, TrainConfig(model="resnet8", epochs=3, batch_size=32, lr=0.05, augment="none",
+                                    schedule="constant"))
+    res.model.train()
+    after = torch.nn.functional.cross_entropy(res.model(x.float() / 255), y).item()
+    assert after < before
+
+
+# ---------------------------------------------------------------- fast-retrain
+def test_fast_retrain_reads_only_the_retain_set_and_forgets(digits, digits_run, monkeypatch):
+    from obliviate.methods import fast_retrain
+
+    seen = []
+    real_train = fast_retrain.train
+
+    def spy(bundle, cfg, **kw):
+        seen.append((bundle.train.ids.clone(), cfg))
+        return real_train(bundle, cfg, **kw)
+
+    monkeypatch.setattr(fast_retrain, "train", spy)
+    request = ForgetRequest.for_classes(3)
+    cfg = TrainConfig.from_dict(digits_run.record["config"])
+    model, record = unlearn(digits_run.model, digits, request, method="fast-retrain", train_config=cfg)
+    ids, used = seen[0]
+    forget_ids = set(request.resolve(digits.train, 10).forget_ids(digits.train).tolist())
+    assert forget_ids and not forget_ids & set(ids.tolist())
+    assert record["touched"] == {"retain": len(ids)} and record["declared"] == ["retain"]
+    assert used.epochs == int(np.ceil(cfg.epochs * 0.5)) and used.label_smoothing == 0.1
+    split = request.resolve(digits.train, 10)
+    test_forget, test_retain = split.test_split(digits.test)
+    assert accuracy(model, test_forget) == 0.0 and accuracy(model, test_retain) > 0.9
+
+
+# ---------------------------------------------------------------- the second speed-up column
+def _row(method, seconds, seed=0, request="class 0", size=None, **metrics):
+    m = {"seconds": seconds, "test_acc": 0.9, **metrics}
+    if size:
+        m.update(forget_size=size // 10, retain_size=size - size // 10)
+    return {"study": "s", "dataset": "d", "model": "m", "request": request, "method": method,
+            "method_name": method, "seed": seed, "params": {}, "metrics": m,
+            "config": {"request_spec": {"classes": [0], "subset_per_class": 100}}}
+
+
+def test_speedup_vs_fast_retrain_comes_from_the_same_experiment():
+    rows = [_row("retrain", 100.0), _row("fast-retrain", 40.0), _row("unsir", 4.0),
+            _row("fast-retrain", 80.0, seed=1), _row("unsir", 4.0, seed=1), _row("unsir", 5.0, request="other")]
+    f = rows_frame(rows).set_index(["method", "seed", "request"])
+    assert f.loc[("unsir", 0, "class 0"), "speedup_vs_fast_retrain"] == pytest.approx(10.0)
+    assert f.loc[("unsir", 1, "class 0"), "speedup_vs_fast_retrain"] == pytest.approx(20.0)
+    assert f.loc[("retrain", 0, "class 0"), "speedup_vs_fast_retrain"] == pytest.approx(0.4)
+    assert np.isnan(f.loc[("unsir", 0, "other"), "speedup_vs_fast_retrain"])  # no fast-retrain there
+
+
+# ---------------------------------------------------------------- cost vs size
+def test_cost_slopes_and_the_report_figure():
+    assert fit_slope([1, 10, 100], [2, 20, 200]) == pytest.approx(1.0)
+    assert fit_slope([1, 10, 100], [5, 5, 5]) == pytest.approx(0.0, abs=1e-9)
+    rows = []
+    for n in (6000, 15000, 30000, 60000):
+        rows += [_row("retrain", n / 100, size=n), _row("unsir", 3.0, size=n)]
+    slopes = {s.method: s.slope for s in cost_slopes(rows)}
+    assert slopes["retrain"] == pytest.approx(1.0) and slopes["unsir"] == pytest.approx(0.0, abs=1e-9)
+    sections = build_sections(rows, [])
+    scaling = [s for s in sections if s.title.startswith("Scaling")]
+    assert scaling and scaling[0].figures[0].png.startswith(b"\x89PNG")
+    assert "1.00" in scaling[0].table_md and "0.00" in scaling[0].table_md
+    # one training-set size: no scaling section
+    assert not [s for s in build_sections(rows[:2], []) if s.title.startswith("Scaling")]
+
+
+# ---------------------------------------------------------------- FCALB's balance schemes
+@pytest.mark.parametrize("balance", ["uncertainty", "dwa", "gradnorm"])
+def test_fcalb_balance_weights_move_and_it_forgets(balance, digits, digits_model):
+    request = ForgetRequest.for_classes(3)
+    model, record = unlearn(digits_model, digits, request, method="fcalb", params={"balance": balance, "epochs": 3})
+    trace = record["info"]["weights_trace"]
+    assert trace[0] != record["info"]["final_weights"], trace  # learnt, not constant
+    split = request.resolve(digits.train, 10)
+    test_forget, test_retain = split.test_split(digits.test)
+    assert accuracy(model, test_forget) <= 0.05 and accuracy(model, test_retain) >= 0.9
+
+
+# ---------------------------------------------------------------- DeepObliviate's stop rule
+def test_stop_rule_fires_on_a_decay_and_never_on_flat_bumpy_or_rising_series():
+    decay = list(1.0 / np.arange(1, 16))
+    fired = [k for k in range(4, 16) if stop_decision(decay[:k], 0.02, 4, 0.7)["stop"]]
+    assert fired and fired[0] <= 10  # a clean 1/x decay stops well within 15 blocks
+    assert stop_decision([2e-3, 5e-3, 3e-3, 2.4e-3, 2.2e-3, 2.1e-3, 2.05e-3, 2.03e-3], 0.02, 4, 0.7)["stop"]  # rise, decay
+    for series in ([1e-3, 2e-3, 3e-3], list(np.linspace(1, 3, 12)), [1.0] * 10,
+                   [1, 1.1, 0.9, 1.05, 0.95, 1.0, 1.1, 0.9]):
+        assert not stop_decision(series, 0.02, 4, 0.7)["stop"], series
+    assert not stop_decision(decay[:3], 0.5, 4, 0.7)["stop"]  # fewer than min_deltas values
+
+
+def test_dfa_starts_the_exponent_only_on_long_series():
+    assert dfa_exponent([1, 2, 3]) is None
+    rng = np.random.default_rng(0)
+    alpha = dfa_exponent(rng.normal(size=200))
+    assert 0.3 < alpha < 0.7  # white noise: α ≈ 0.5
+
+
+def _block_ids(run, block: int, n: int = 3) -> list[int]:
+    ids, blocks = load_block_assignment(run.run.path)
+    return ids[blocks == block][:n].tolist()
+
+
+def test_deepobliviate_restarts_before_the_first_deleted_block(digits, digits_blocks_run):
+    """Retraining from θ_{d−1} equals full retraining without the samples bit for bit (CPU); restarting
+    from θ_d — the off-by-one of a third-party version — would not."""
+    ids = _block_ids(digits_blocks_run, 2)  # block 3 of 8
+    model, record = unlearn(digits_blocks_run.model, digits, ForgetRequest.for_ids(ids), method="deepobliviate",
+                            params={"epsilon": 0.0}, run_path=digits_blocks_run.run.path)
+    assert record["info"]["retrained_blocks"] == list(range(3, 9)) and record["info"]["exact_retraining"]
+    exact = train(digits, TrainConfig.from_dict(digits_blocks_run.record["config"]), exclude_ids=ids).model
+    for (k, a), b in zip(model.state_dict().items(), exact.state_dict().values()):
+        assert torch.equal(a.cpu(), b.cpu()), k
+
+
+def test_stitch_arithmetic_returns_the_served_model_when_nothing_changed(digits, digits_blocks_run):
+    """θ'_t = θ_t ⇒ θ'_t + (θ_B − θ_t) = θ_B on every parameter."""
+    path = digits_blocks_run.run.path
+    theta_t, theta_b = load_block_snapshot(path, 4)["model"], load_block_snapshot(path, 8)["model"]
+    model = copy.deepcopy(digits_blocks_run.model)
+    model.load_state_dict(theta_t)
+    stitch(model, theta_b, theta_t, digits.train)
+    for name, q in model.named_parameters():
+        assert torch.allclose(q.detach(), theta_b[name].float(), atol=1e-6), name
