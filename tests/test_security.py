@@ -1,0 +1,196 @@
+"""Hostile inputs: no code runs from a run folder or a data file, no path escapes its folder, no work is
+lost to an unwritable --out, files follow the umask, and every bad input is one line with exit code 2."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import stat
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from obliviate.cli.main import app
+from obliviate.errors import CheckpointError, ObliviateError
+from obliviate.training import TrainConfig, load_block_assignment, open_run, train
+
+runner = CliRunner()
+MLP = dict(model="mlp", batch_size=64, lr=0.05, seed=0)
+
+
+class Payload:
+    """Unpickling this creates ``marker`` (``open(marker, "w")``): proof that a load ran code from the file."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def one_line_error(result, *needles: str) -> str:
+    """The CLI failed with exit code 2 and printed exactly one line, ``error: ...``, holding ``needles``."""
+    assert result.exit_code == 2, result.output
+    text = result.stderr if hasattr(result, "stderr") else result.output
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), text
+    assert "Traceback" not in result.output
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+def cli(*args) -> object:
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def mlp_run(digits, tmp_path_factory):
+    """A finished plain run (MLP, 1 epoch) with step snapshots."""
+    return train(digits, TrainConfig(epochs=1, snapshot_every=5, **MLP), tmp_path_factory.mktemp("sec") / "run")
+
+
+@pytest.fixture(scope="module")
+def block_run(digits, tmp_path_factory):
+    """A finished block-incremental run (3 blocks x 1 epoch) for DeepObliviate."""
+    cfg = TrainConfig(blocks=3, epochs_per_block=1, schedule="cosine", **MLP)
+    return train(digits, cfg, tmp_path_factory.mktemp("sec") / "blocks")
+
+
+def copy_run(run, dest: Path) -> Path:
+    shutil.copytree(run.run.path, dest)
+    return dest
+
+
+# ------------------------------------------------------------------ no code runs from a run folder
+def test_poisoned_model_file_is_refused_and_runs_nothing(mlp_run, tmp_path):
+    bad = copy_run(mlp_run, tmp_path / "bad")
+    marker = tmp_path / "ran"
+    torch.save({"format": "obliviate-model/1", "spec": Payload(marker), "state_dict": {}}, bad / "model.pt")
+    r = cli("forget", "--checkpoint", bad, "--method", "finetune", "--forget-class", "1", "--out", tmp_path / "o")
+    one_line_error(r, "model.pt", "refused")
+    assert not marker.exists()
+    assert not (tmp_path / "o").exists()
+
+
+def test_poisoned_step_snapshot_is_refused_on_resume(digits, tmp_path):
+    out = tmp_path / "run"
+    train(digits, TrainConfig(epochs=2, snapshot_every=4, **MLP), out, max_steps=9)  # a killed run
+    newest = sorted((out / "snapshots").glob("step_*.pt"))[-1]
+    marker = tmp_path / "ran"
+    blob = torch.load(newest, weights_only=True)
+    torch.save({**blob, "rng": Payload(marker)}, newest)
+    r = cli("train", "--dataset", "digits", "--model", "mlp", "--epochs", 2, "--snapshot-every", 4,
+            "--batch-size", 64, "--lr", 0.05, "--out", out)
+    one_line_error(r, newest.name, "refused")
+    assert not marker.exists() and not (out / "run.json").exists()
+
+
+def test_poisoned_block_snapshot_is_refused_by_deepobliviate(block_run, digits, tmp_path):
+    bad = copy_run(block_run, tmp_path / "bad")
+    marker = tmp_path / "ran"
+    for p in sorted((bad / "snapshots").glob("block_*.pt")):
+        blob = torch.load(p, weights_only=True)
+        torch.save({**blob, "optimizer": Payload(marker)}, p)
+    ids = tmp_path / "ids.txt"
+    ids.write_text(" ".join(map(str, digits.train.ids[:5].tolist())))
+    r = cli("forget", "--checkpoint", bad, "--method", "deepobliviate", "--forget-ids", ids, "--out", tmp_path / "o")
+    one_line_error(r, "snapshot", "refused")
+    assert not marker.exists() and not (tmp_path / "o").exists()
+
+
+def test_snapshots_hold_only_tensors_and_plain_values(mlp_run, block_run):
+    """What obliviate writes must load weights-only, or a resume or DeepObliviate could not read it."""
+    files = list((mlp_run.run.path / "snapshots").glob("step_*.pt")) + \
+        list((block_run.run.path / "snapshots").glob("block_*.pt"))
+    assert len(files) >= 5
+    for p in files:
+        blob = torch.load(p, map_location="cpu", weights_only=True)
+        assert {"key", "model", "optimizer", "rng", "seconds"} <= blob.keys()
+
+
+def test_corrupt_snapshot_is_one_error_and_force_starts_over(digits, tmp_path):
+    out = tmp_path / "run"
+    cfg = TrainConfig(epochs=2, snapshot_every=4, **MLP)
+    train(digits, cfg, out, max_steps=9)
+    newest = sorted((out / "snapshots").glob("step_*.pt"))[-1]
+    newest.write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match=r"corrupt snapshot .*--force"):
+        train(digits, cfg, out)
+    res = train(digits, cfg, out, overwrite=True)  # --force: the unreadable snapshots go, training starts over
+    assert res.record["steps"] == 2 * 22 and (out / "run.json").exists()
+    assert newest.exists() and torch.load(newest, weights_only=True)["step"] == 8
+
+
+def test_force_clears_snapshots_of_another_config(digits, tmp_path):
+    out = tmp_path / "run"
+    train(digits, TrainConfig(epochs=2, snapshot_every=4, **MLP), out, max_steps=9)
+    r = cli("train", "--dataset", "digits", "--model", "mlp", "--epochs", 1, "--snapshot-every", 4,
+            "--batch-size", 64, "--lr", 0.05, "--out", out)
+    one_line_error(r, "different run", "--force")
+    r = cli("train", "--dataset", "digits", "--model", "mlp", "--epochs", 1, "--snapshot-every", 4,
+            "--batch-size", 64, "--lr", 0.05, "--out", out, "--force")
+    assert r.exit_code == 0, r.output
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["config"]["epochs"] == 1 and rec["steps"] == 22
+    steps = sorted(int(p.stem.split("_")[1]) for p in (out / "snapshots").glob("step_*.pt"))
+    assert steps == [4, 8, 12, 16, 20, 22]  # only the new run's snapshots remain
+    ids = sorted(int(p.stem.split("_")[1]) for p in (out / "snapshots").glob("ids_*.npy"))
+    assert ids == steps
+
+
+def test_resumed_run_records_steps_and_seconds_of_every_segment(digits, tmp_path):
+    cfg = TrainConfig(blocks=3, epochs_per_block=1, schedule="cosine", **MLP)
+    full = train(digits, cfg, tmp_path / "full")
+    part = train(digits, cfg, tmp_path / "part", max_steps=1)  # stops after block 1
+    first_seconds = torch.load(tmp_path / "part" / "snapshots" / "block_001.pt", weights_only=True)["seconds"]
+    assert part.record == {"interrupted_at_block": 1} and first_seconds > 0
+    resumed = train(digits, cfg, tmp_path / "part")
+    assert resumed.record["steps"] == full.record["steps"]
+    assert resumed.record["seconds"] > first_seconds
+    plain = TrainConfig(epochs=2, snapshot_every=4, **MLP)
+    train(digits, plain, tmp_path / "p", max_steps=9)
+    before = torch.load(tmp_path / "p" / "snapshots" / "step_00000008.pt", weights_only=True)["seconds"]
+    resumed = train(digits, plain, tmp_path / "p")
+    assert resumed.record["steps"] == 44 and resumed.record["seconds"] > before
+
+
+# ------------------------------------------------------------------ damaged run folders
+def test_corrupt_block_assignment_is_one_line(block_run, tmp_path):
+    bad = copy_run(block_run, tmp_path / "bad")
+    (bad / "snapshots" / "blocks.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_block_assignment(bad)
+    np.save(bad / "snapshots" / "blocks.npy", np.zeros(7, np.float32))
+    with pytest.raises(CheckpointError, match=r"\(n, 2\) integer array"):
+        load_block_assignment(bad)
+    r = cli("forget", "--checkpoint", bad, "--method", "retrain", "--forget-class", "1", "--out", tmp_path / "o")
+    one_line_error(r, "blocks.npy")
+
+
+@pytest.mark.parametrize("content, needle", [("null", "expected a JSON object"), ("[1, 2]", "expected a JSON object"),
+                                             ('{"data": {}}', "lacks"), ("data-spec", "lacks")])
+def test_damaged_run_json_is_one_line(mlp_run, tmp_path, content, needle):
+    bad = copy_run(mlp_run, tmp_path / "bad")
+    if content == "data-spec":  # a real record whose data entry lost its spec
+        rec = json.loads((bad / "run.json").read_text())
+        rec["data"] = {}
+        content = json.dumps(rec)
+    (bad / "run.json").write_text(content)
+    r = cli("forget", "--checkpoint", bad, "--method", "finetune", "--forget-class", "1", "--out", tmp_path / "o")
+    one_line_error(r, "run.json", needle)
+
+
+def test_run_json_and_model_file_of_different_architectures_are_refused(mlp_run, digits, tmp_path):
+    bad = copy_run(mlp_run, tmp_path / "bad")
+    cnn = train(digits, TrainConfig(epochs=1, **{**MLP, "model": "cnn"}), tmp_path / "cnn")
+    shutil.copy(cnn.run.model_path, bad / "model.pt")
+    with pytest.raises(CheckpointError, match="'mlp' model.*'cnn' model"):
+        open_run(bad).load_model()
+    r = cli("forget", "--checkpoint", bad, "--method", "finetune", "--forget-class", "1", "--out", tmp_path / "o")
+    one_line_error(r, "'mlp'", "'cnn'")
