@@ -194,3 +194,171 @@ def test_run_json_and_model_file_of_different_architectures_are_refused(mlp_run,
         open_run(bad).load_model()
     r = cli("forget", "--checkpoint", bad, "--method", "finetune", "--forget-class", "1", "--out", tmp_path / "o")
     one_line_error(r, "'mlp'", "'cnn'")
+
+
+# ------------------------------------------------------------------ no path escapes its folder
+def test_study_label_with_path_syntax_is_refused_with_its_line(tmp_path):
+    from obliviate.harness.study import StudyError, load_study
+
+    for section, entry in (("datasets", '  - {name: digits, label: "../../../../tmp/x"}'),
+                           ("models", '  - {name: mlp, label: "a/b"}')):
+        text = textwrap.dedent("""\
+            datasets:
+              - digits
+            models: [mlp]
+            requests: [{classes: [1]}]
+            methods: [finetune]
+            """)
+        text = text.replace("  - digits\n", entry + "\n") if section == "datasets" else \
+            text.replace("models: [mlp]\n", "models:\n" + entry + "\n")
+        study = tmp_path / "study.yaml"
+        study.write_text(text)
+        with pytest.raises(StudyError, match=r"study\.yaml:\d+: .*label .* names a folder"):
+            load_study(study)
+
+
+def test_work_folders_stay_inside_the_work_folder_whatever_the_label(tmp_path):
+    from obliviate.harness.runner import Task, original_dir, retrain_dir
+
+    task = Task("s", "../../../../tmp/x", {"name": "digits"}, "h", "../m/..", {}, "r", {}, "finetune", "finetune",
+                {}, 0, {})
+    work = tmp_path / "work"
+    for d in (original_dir(task, work), retrain_dir(task, work)):
+        assert d.resolve().parent.parent == work.resolve() and ".." not in d.name and "/" not in d.name
+
+
+# ------------------------------------------------------------------ an unwritable --out fails before any work
+def unwritable_outs(tmp_path: Path) -> list[Path]:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    return [a_file, a_file / "out", Path("/proc/obliviate-out")]
+
+
+def test_train_refuses_an_unwritable_out_before_loading_data(tmp_path, monkeypatch):
+    import obliviate.cli.train_cmd as train_cmd
+
+    monkeypatch.setattr(train_cmd, "load_data", lambda *a, **k: pytest.fail("data loaded before --out was checked"))
+    for out in unwritable_outs(tmp_path):
+        one_line_error(cli("train", "--dataset", "digits", "--model", "mlp", "--out", out), "--out", str(out))
+
+
+def test_forget_and_evaluate_refuse_an_unwritable_out_before_any_work(mlp_run, tmp_path, monkeypatch):
+    import obliviate.api as api
+
+    monkeypatch.setattr(api, "unlearn", lambda *a, **k: pytest.fail("unlearned before --out was checked"))
+    ck = mlp_run.run.path
+    for out in unwritable_outs(tmp_path):
+        r = cli("forget", "--checkpoint", ck, "--method", "finetune", "--forget-class", "1", "--out", out)
+        one_line_error(r, "--out", str(out))
+    monkeypatch.setattr(api, "load_checkpoint", lambda *a, **k: pytest.fail("loaded before --out was checked"))
+    for out in unwritable_outs(tmp_path):
+        one_line_error(cli("evaluate", "--original", ck, "--unlearned", ck, "--out", out), "--out", str(out))
+
+
+def test_bench_and_report_refuse_an_unwritable_store_work_or_out(tmp_path, monkeypatch):
+    import obliviate.harness.study as study_mod
+
+    monkeypatch.setattr(study_mod, "load_study", lambda *a, **k: pytest.fail("study loaded before the checks"))
+    study = tmp_path / "s.yaml"
+    study.write_text("name: s\n")
+    for out in unwritable_outs(tmp_path)[1:]:
+        one_line_error(cli("bench", study, "--store", out / "r.sqlite"), "--store")
+        one_line_error(cli("bench", study, "--store", tmp_path / "r.sqlite", "--work", out), "--work", str(out))
+        one_line_error(cli("report", "--out", out, "--store", tmp_path / "none.sqlite"), "--out", str(out))
+    one_line_error(cli("bench", study, "--store", tmp_path), "--store")  # a folder, not a file
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_folder_is_refused(tmp_path):
+    from obliviate.io import check_writable_dir
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(ObliviateError, match="cannot be written"):
+            check_writable_dir(ro / "out")
+    finally:
+        ro.chmod(0o700)
+
+
+# ------------------------------------------------------------------ files follow the umask
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_follow_the_umask(tmp_path, mask, mode):
+    from obliviate.io import torch_save, write_json, write_npy
+
+    old = os.umask(mask)
+    try:
+        write_json(tmp_path / "a.json", {"a": 1})
+        write_npy(tmp_path / "b.npy", np.arange(3))
+        torch_save(tmp_path / "c.pt", {"w": torch.zeros(2)})
+    finally:
+        os.umask(old)
+    for name in ("a.json", "b.npy", "c.pt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode
+
+
+# ------------------------------------------------------------------ data pickles cannot run code
+def write_cifar_batches(root: Path, per_batch: int = 4) -> Path:
+    """A tiny cifar-10-batches-py folder in the official format (dicts of numpy arrays, pickle protocol 2)."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"batch_label": name, "labels": rng.integers(0, 10, per_batch).tolist(),
+                 "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 "filenames": [f"{name}_{i}.png".encode() for i in range(per_batch)]}
+        (root / name).write_bytes(pickle.dumps(batch, protocol=2))
+    return root
+
+
+def test_official_cifar_pickles_are_read_without_running_code(tmp_path):
+    from obliviate.data.sources import _read_cifar10
+
+    root = write_cifar_batches(tmp_path / "cifar-10-batches-py")
+    raw = _read_cifar10(root)
+    assert raw.x_train.shape == (20, 3, 32, 32) and raw.x_test.shape == (4, 3, 32, 32)
+    first = pickle.loads((root / "data_batch_1").read_bytes())
+    assert np.array_equal(raw.x_train[:4].reshape(4, -1), first["data"]) and raw.y_train[:4].tolist() == first["labels"]
+    marker = tmp_path / "ran"
+    (root / "test_batch").write_bytes(pickle.dumps({"data": Payload(marker), "labels": [1]}, protocol=2))
+    with pytest.raises(ObliviateError, match="refused global"):
+        _read_cifar10(root)
+    assert not marker.exists()
+    r = cli("train", "--dataset", "cifar10", "--data-root", root, "--model", "mlp", "--out", tmp_path / "o")
+    one_line_error(r, "test_batch", "refused global")
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------ other bad input: one line, exit 2
+def test_bad_paths_and_devices_are_one_line(mlp_run, tmp_path):
+    ck = mlp_run.run.path
+    folder = tmp_path / "ids"
+    folder.mkdir()
+    r = cli("forget", "--checkpoint", ck, "--method", "finetune", "--forget-ids", folder, "--out", tmp_path / "o")
+    one_line_error(r, "forget-ids", "folder")
+    r = cli("forget", "--checkpoint", ck, "--method", "finetune", "--forget-class", "1", "--device", "foo",
+            "--out", tmp_path / "o")
+    one_line_error(r, "unknown device 'foo'")
+    one_line_error(cli("train", "--dataset", "digits", "--model", "mlp", "--device", "nope:0", "--out", tmp_path / "t"),
+                   "unknown device")
+    study = tmp_path / "study.yaml"
+    study.mkdir()
+    one_line_error(cli("bench", study, "--store", tmp_path / "r.sqlite"), "study.yaml", "folder")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "t").exists()
+
+
+def test_bench_dry_run_creates_no_store(tmp_path):
+    study = tmp_path / "s.yaml"
+    study.write_text(textwrap.dedent("""\
+        datasets: [digits]
+        models: [mlp]
+        train: {epochs: 1}
+        requests: [{classes: [1]}]
+        methods: [finetune]
+        """))
+    store = tmp_path / "results" / "r.sqlite"
+    r = cli("bench", study, "--store", store, "--dry-run")
+    assert r.exit_code == 0 and "1 to run" in r.output, r.output
+    assert not store.exists() and not store.parent.exists()
+    one_line_error(cli("bench", study, "--store", store, "--device", "foo"), "unknown device 'foo'")
+    assert not store.exists()

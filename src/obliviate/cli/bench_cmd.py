@@ -90,7 +90,7 @@ def bench_command(
         table = Table("key", "data set", "model", "seed", "request", "method", "state", title=f"runs of {s.name}")
         from ..harness.store import Store
 
-        done = Store(res.store).done_keys(s.name) if res.store.exists() else set()
+        done = Store(res.store, readonly=True).done_keys(s.name) if res.store.exists() else set()
         for t in plan.tasks:
             table.add_row(t.key[:10], escape(t.dataset), escape(t.model), str(t.seed), escape(t.request), escape(t.method),
                           "done" if t.key in done else "to run")

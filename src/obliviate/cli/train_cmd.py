@@ -11,7 +11,7 @@ from ..data import DataSpec, load_data
 from ..data.sources import SOURCES
 from ..data.splits import resolve_root
 from ..models import MODELS
-from ..training import TrainConfig, train
+from ..training import TrainConfig, check_output_dir, train
 from .app import app, cli_command, console
 
 
@@ -59,6 +59,7 @@ def train_command(
         from ..errors import ObliviateError
 
         raise ObliviateError(f"unknown model {model!r}; choose one of: {', '.join(sorted(MODELS))}")
+    check_output_dir(out, force)  # before loading data and training: a bad --out must not cost the run
     bundle = load_data(spec)
     result = train(bundle, cfg, out, device=device, overwrite=force)
     console.print(f"[green]trained[/] {model} on {dataset} → {out}")
