@@ -362,3 +362,12 @@ def test_bench_dry_run_creates_no_store(tmp_path):
     assert not store.exists() and not store.parent.exists()
     one_line_error(cli("bench", study, "--store", store, "--device", "foo"), "unknown device 'foo'")
     assert not store.exists()
+
+
+def test_results_export_to_an_unwritable_out_is_one_line(tmp_path):
+    from obliviate.harness.store import Store
+
+    Store(tmp_path / "r.sqlite").close()
+    one_line_error(cli("results", "--store", tmp_path / "r.sqlite", "--format", "csv", "--out", tmp_path), "folder")
+    one_line_error(cli("results", "--store", tmp_path / "r.sqlite", "--format", "csv", "--out", "/proc/x/r.csv"),
+                   "--out")

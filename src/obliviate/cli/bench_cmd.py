@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ..errors import ObliviateError
 from ..harness.executor import DEFAULT_STORE, bench
+from ..io import check_writable_dir
 from .app import app, cli_command, console, err_console
 
 #: Columns of the terminal table (a terminal is narrow; --all, the CSV and the report have every metric).
@@ -123,6 +124,10 @@ def results_command(
 
     if format not in ("table", "csv", "parquet"):
         raise ObliviateError(f"unknown format {format!r}; choose table, csv or parquet")
+    if out is not None:
+        if out.is_dir():
+            raise ObliviateError(f"--out {out} is a folder; give a file name")
+        check_writable_dir(out.parent, "--out")
     with Store(store, create=False) as st:
         name = pick_study(st, study)
         rows = st.rows(name)

@@ -45,7 +45,8 @@ def train_command(
     val_fraction: float = typer.Option(0.05, "--val-fraction"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if present)"),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (CUDA)"),
-    force: bool = typer.Option(False, "--force", help="overwrite a finished run in --out"),
+    force: bool = typer.Option(False, "--force", help="overwrite a finished run in --out and delete "
+                                                      "snapshots there of another config"),
 ) -> None:
     """Train a model from scratch; a re-run into the same --out resumes from the last snapshot."""
     spec = DataSpec(dataset, resolve_root(data_root), val_fraction=val_fraction, train_per_class=train_per_class,
