@@ -171,7 +171,7 @@ def bench(study_path: str | Path, store_path: str | Path | None = None, *, work:
         check_writable_dir(work, "--work")
     study = load_study(study_path, data_roots=data_roots)
     device = device or study.device
-    if device:  # spelling always; availability only where the runs happen (this process)
+    if device and device != "auto":  # spelling always; availability only where the runs happen (this process)
         (parse_device if executor == "ray" else pick_device)(device)
     plan = make_plan(study)
     if dry_run:  # list what would run; create and change nothing

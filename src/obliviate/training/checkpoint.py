@@ -30,7 +30,8 @@ SNAPSHOT_KEYS = {"step": ("key", "step", "model", "optimizer", "scheduler", "rng
 _SNAPSHOT_GLOBS = ("step_*.pt", "ids_*.npy", "block_*.pt", BLOCKS_FILE)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an error (torch and numpy messages span many; the CLI prints one)."""
     text = str(exc).strip()
     return text.splitlines()[0][:200] if text else ""
 
@@ -47,13 +48,13 @@ def load_weights(path: str | Path, what: str) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:  # torch's message is many lines; keep the one naming the problem
         detail = next((ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln),
-                      _first_line(exc))
+                      first_line(exc))
         if "GLOBAL" in detail:
             raise CheckpointError(f"{what} {path} holds objects other than tensors and plain values ({detail}); "
                                   "refused to load it (unpickling it could run code)") from None
         raise CheckpointError(f"corrupt {what} {path}: {detail}") from None
     except Exception as exc:  # torch raises many kinds on a truncated or foreign file
-        raise CheckpointError(f"corrupt {what} {path}: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise CheckpointError(f"corrupt {what} {path}: {type(exc).__name__}: {first_line(exc)}") from None
 
 
 def save_model(path: str | Path, model: Classifier) -> None:
@@ -74,7 +75,7 @@ def load_model_file(path: str | Path, device: torch.device | str = "cpu") -> Cla
     try:
         model.load_state_dict(blob["state_dict"])
     except (RuntimeError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint {path} does not match model {spec.name!r}: {_first_line(exc)}") from None
+        raise CheckpointError(f"checkpoint {path} does not match model {spec.name!r}: {first_line(exc)}") from None
     return model.to(device)
 
 
@@ -214,7 +215,7 @@ def load_block_assignment(run_path: str | Path) -> tuple[np.ndarray, np.ndarray]
     try:
         arr = np.load(p, allow_pickle=False)
     except Exception as exc:  # numpy raises several kinds on a truncated or foreign file
-        raise CheckpointError(f"corrupt {p}: {_first_line(exc)}") from None
+        raise CheckpointError(f"corrupt {p}: {first_line(exc)}") from None
     if arr.ndim != 2 or arr.shape[1] != 2 or not np.issubdtype(arr.dtype, np.integer):
         raise CheckpointError(f"corrupt {p}: expected an (n, 2) integer array of (id, block), "
                               f"got {arr.dtype} {arr.shape}")

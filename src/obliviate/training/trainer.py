@@ -27,8 +27,8 @@ from ..errors import CheckpointError, ObliviateError
 from ..io import config_hash, write_npy
 from ..metrics.accuracy import accuracy
 from ..models import Classifier, model_for
-from .checkpoint import (BLOCKS_FILE, SNAP_DIR, RunDir, check_output_dir, finish_run, latest_snapshot,
-                         save_snapshot, snapshot_file)
+from .checkpoint import (BLOCKS_FILE, SNAP_DIR, RunDir, check_output_dir, finish_run, first_line,
+                         latest_snapshot, save_snapshot, snapshot_file)
 from .checkpoint import load_block_assignment, load_block_snapshot  # noqa: F401  (methods import them here)
 from .loop import OptimConfig, cross_entropy, make_optimizer, make_scheduler, run_epochs
 
@@ -172,10 +172,10 @@ class _Progress:
             if sched is not None:
                 sched.load_state_dict(blob["scheduler"])
             _restore_rng(blob["rng"])
+            self.prior_seconds = float(blob.get("seconds", 0.0))
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"snapshot in {self.snap_dir} does not fit this run: {type(exc).__name__}: "
-                                  f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}") from None
-        self.prior_seconds = float(blob.get("seconds", 0.0))
+                                  f"{first_line(exc)}") from None
         return blob
 
     def save(self, kind: str, n: int, model, optimizer, sched=None, steps: int | None = None) -> None:
