@@ -173,6 +173,21 @@ def test_corrupt_block_assignment_is_one_line(block_run, tmp_path):
     one_line_error(r, "blocks.npy")
 
 
+def test_npy_files_holding_pickles_are_refused(block_run, mlp_run, tmp_path):
+    marker = tmp_path / "ran"
+    poisoned = np.array([Payload(marker), 1], dtype=object)
+    bad = copy_run(block_run, tmp_path / "bad")
+    np.save(bad / "snapshots" / "blocks.npy", poisoned, allow_pickle=True)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_block_assignment(bad)
+    ids = tmp_path / "ids.npy"
+    np.save(ids, poisoned, allow_pickle=True)
+    r = cli("forget", "--checkpoint", mlp_run.run.path, "--method", "finetune", "--forget-ids", ids,
+            "--out", tmp_path / "o")
+    one_line_error(r, "ids.npy")
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize("content, needle", [("null", "expected a JSON object"), ("[1, 2]", "expected a JSON object"),
                                              ('{"data": {}}', "lacks"), ("data-spec", "lacks")])
 def test_damaged_run_json_is_one_line(mlp_run, tmp_path, content, needle):
