@@ -33,10 +33,15 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None,
     """Open a run directory, reload its data set by the recorded spec and check that both match."""
     run = open_run(path)
     rec = run.record
-    if "data" not in rec or "model" not in rec:
+    recorded = rec.get("data")
+    if not isinstance(recorded, dict) or not {"spec", "source_hash"} <= recorded.keys() or "model" not in rec:
         raise CheckpointError(f"{run.path}/run.json lacks the data or model record")
     if data is None:
-        data = load_data(DataSpec.from_dict(rec["data"]["spec"]))
+        try:
+            spec = DataSpec.from_dict(recorded["spec"])
+        except (TypeError, AttributeError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"{run.path}/run.json: unreadable data spec ({type(exc).__name__}: {exc})") from None
+        data = load_data(spec)
     if data.source_hash != rec["data"]["source_hash"]:
         raise CheckpointError(f"data set {data.name!r} differs from the one {run.path} was trained on "
                               f"(source hash {data.source_hash[:12]} vs {rec['data']['source_hash'][:12]})")

@@ -10,16 +10,35 @@ from datetime import datetime, timezone
 import numpy as np
 import torch
 
+from .errors import ObliviateError
 
-def pick_device(device: str | None = None) -> torch.device:
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def parse_device(device: str | torch.device) -> torch.device:
+    """A device name checked for spelling only (a Ray driver may lack the GPU its workers have)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in DEVICE_TYPES:
+        raise ObliviateError(f"unknown device {str(device)!r}; use cpu, cuda, cuda:N, mps or auto")
+    return dev
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
     """``None``/"auto" → CUDA when present, else CPU: code runs unchanged on a laptop and a GPU box."""
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    dev = parse_device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        from .errors import ObliviateError
-
-        raise ObliviateError(f"device {device!r} requested but CUDA is not available on this machine")
+        raise ObliviateError(f"device {str(device)!r} requested but CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ObliviateError(f"device {str(device)!r} requested but this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ObliviateError(f"device {str(device)!r} requested but MPS is not available on this machine")
     return dev
 
 

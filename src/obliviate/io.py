@@ -2,7 +2,9 @@
 
 Why atomic: a crash or Ctrl-C mid-write must never leave a half-written result that a later run
 mistakes for a finished one. Every writer here writes to a temporary file in the target's folder,
-fsyncs it and renames it over the target (``os.replace`` is atomic on POSIX).
+fsyncs it and renames it over the target (``os.replace`` is atomic on POSIX). The temporary file gets
+the mode a plain ``open`` would give (0666 less the umask): ``mkstemp`` makes it 0600, which would hide
+a shared run from the other users who are meant to read it.
 """
 from __future__ import annotations
 
@@ -17,6 +19,43 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .errors import ObliviateError
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (``os.umask`` can only swap it)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def check_writable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Fail now, not after hours of compute, when ``path`` cannot become a folder we can write into.
+
+    Probes the nearest existing folder by creating (and removing) a temporary folder in it: that catches
+    a path under a file, a read-only folder or file system and ``/proc`` alike, as the user running us.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ObliviateError(f"{what} {path} exists and is not a folder")
+    base = path
+    while not base.exists() and base.parent != base:
+        base = base.parent
+    if not base.is_dir():
+        raise ObliviateError(f"{what} {path} cannot be created: {base} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".obliviate-probe-", dir=base))
+    except OSError as exc:
+        raise ObliviateError(f"{what} {path} cannot be written: {exc.strerror or exc} in {base}") from None
+    return path
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -28,6 +67,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)

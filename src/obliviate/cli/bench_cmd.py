@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ..errors import ObliviateError
 from ..harness.executor import DEFAULT_STORE, bench
+from ..io import check_writable_dir
 from .app import app, cli_command, console, err_console
 
 #: Columns of the terminal table (a terminal is narrow; --all, the CSV and the report have every metric).
@@ -91,7 +92,7 @@ def bench_command(
         table = Table("key", "data set", "model", "seed", "request", "method", "state", title=f"runs of {s.name}")
         from ..harness.store import Store
 
-        done = Store(res.store).done_keys(s.name) if res.store.exists() else set()
+        done = Store(res.store, readonly=True).done_keys(s.name) if res.store.exists() else set()
         for t in plan.tasks:
             table.add_row(t.key[:10], escape(t.dataset), escape(t.model), str(t.seed), escape(t.request), escape(t.method),
                           "done" if t.key in done else "to run")
@@ -124,6 +125,10 @@ def results_command(
 
     if format not in ("table", "csv", "parquet"):
         raise ObliviateError(f"unknown format {format!r}; choose table, csv or parquet")
+    if out is not None:
+        if out.is_dir():
+            raise ObliviateError(f"--out {out} is a folder; give a file name")
+        check_writable_dir(out.parent, "--out")
     with Store(store, create=False) as st:
         name = pick_study(st, study)
         rows = st.rows(name)

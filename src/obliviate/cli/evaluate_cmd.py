@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from ..errors import CheckpointError, ObliviateError
+from ..io import check_writable_dir
 from .app import app, cli_command, console
 
 
@@ -63,8 +64,7 @@ def evaluate_command(
     from ..metrics.evaluate import METRICS_FILE, evaluate
     from ..training import open_run
 
-    if out.exists() and not out.is_dir():
-        raise ObliviateError(f"--out {out} exists and is not a directory")
+    check_writable_dir(out, "--out")  # before the metrics run: their results must have somewhere to go
     ck = load_checkpoint(original, device)
     dev = pick_device(device)
     un = open_run(unlearned)

@@ -11,7 +11,7 @@ from ..data import DataSpec, load_data
 from ..data.sources import SOURCES
 from ..data.splits import resolve_root
 from ..models import MODELS
-from ..training import TrainConfig, train
+from ..training import TrainConfig, check_output_dir, train
 from .app import app, cli_command, console
 
 
@@ -45,7 +45,8 @@ def train_command(
     val_fraction: float = typer.Option(0.05, "--val-fraction"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if present)"),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (CUDA)"),
-    force: bool = typer.Option(False, "--force", help="overwrite a finished run in --out"),
+    force: bool = typer.Option(False, "--force", help="overwrite a finished run in --out and delete "
+                                                      "snapshots there of another config"),
 ) -> None:
     """Train a model from scratch; a re-run into the same --out resumes from the last snapshot."""
     spec = DataSpec(dataset, resolve_root(data_root), val_fraction=val_fraction, train_per_class=train_per_class,
@@ -59,6 +60,7 @@ def train_command(
         from ..errors import ObliviateError
 
         raise ObliviateError(f"unknown model {model!r}; choose one of: {', '.join(sorted(MODELS))}")
+    check_output_dir(out, force)  # before loading data and training: a bad --out must not cost the run
     bundle = load_data(spec)
     result = train(bundle, cfg, out, device=device, overwrite=force)
     console.print(f"[green]trained[/] {model} on {dataset} → {out}")

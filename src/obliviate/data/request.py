@@ -48,6 +48,9 @@ class ForgetRequest:
         p = Path(path)
         if not p.exists():
             raise RequestError(f"forget-ids file {p} does not exist")
+        if not p.is_file():
+            what = "a folder" if p.is_dir() else "not a regular file"
+            raise RequestError(f"forget-ids file {p} is {what}, not a file of ids")
         try:
             if p.suffix == ".npy":
                 ids = np.load(p, allow_pickle=False).reshape(-1)
@@ -55,6 +58,8 @@ class ForgetRequest:
                 ids = [int(t) for t in p.read_text().replace(",", " ").split()]
         except ValueError as exc:
             raise RequestError(f"forget-ids file {p}: not a list of integer ids ({exc})") from exc
+        except OSError as exc:
+            raise RequestError(f"cannot read forget-ids file {p}: {exc.strerror or exc}") from None
         return cls.for_ids(ids, **kw)
 
     @property

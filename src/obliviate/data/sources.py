@@ -6,8 +6,10 @@ source files so a changed file is decoded again and an unchanged one never is.
 """
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -139,10 +141,55 @@ def _decode_jpeg_blob(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return out.transpose(0, 3, 1, 2).copy()
 
 
+def _numpy_core(module: str):
+    """``numpy._core.X`` (numpy 2) or ``numpy.core.X`` (numpy 1): pickles name either."""
+    try:
+        return importlib.import_module(f"numpy._core.{module}")
+    except ImportError:  # numpy 1
+        return importlib.import_module(f"numpy.core.{module}")
+
+
+#: The only globals a CIFAR pickle needs: numpy arrays, dtypes and scalars (and bytes under protocol 2).
+_PICKLE_GLOBALS = {
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: np.dtype,
+    **{(f"numpy.{core}.multiarray", name): (lambda name=name: getattr(_numpy_core("multiarray"), name))
+       for core in ("core", "_core") for name in ("_reconstruct", "scalar")},
+    **{(f"numpy.{core}.numeric", "_frombuffer"): (lambda: _numpy_core("numeric")._frombuffer)
+       for core in ("core", "_core")},
+    ("_codecs", "encode"): lambda: codecs.encode,
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and plain values, nothing else: a data file from the web cannot run code."""
+
+    def find_class(self, module: str, name: str):
+        make = _PICKLE_GLOBALS.get((module, name))
+        if make is None:
+            raise pickle.UnpicklingError(f"refused global {module}.{name} (only numpy arrays and plain values "
+                                         "are read from a data pickle)")
+        return make()
+
+
+def load_data_pickle(path: Path) -> dict:
+    """One CIFAR-style pickle (a dict of numpy arrays, lists and strings), read without running code."""
+    try:
+        with open(path, "rb") as fh:
+            out = _ArrayUnpickler(fh, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise ObliviateError(f"{path} is not a plain data pickle: {exc}") from None
+    if not isinstance(out, dict):
+        raise ObliviateError(f"{path} is not a CIFAR data pickle (expected a dict, got {type(out).__name__})")
+    return out
+
+
 def _read_cifar_pickles(root: Path, train_files: list[str], test_file: str, label_key: str) -> tuple:
     def load(name: str) -> dict:
-        with open(_need(root / name, f"{root.name}"), "rb") as fh:
-            return pickle.load(fh, encoding="latin1")
+        d = load_data_pickle(_need(root / name, f"{root.name}"))
+        if "data" not in d or label_key not in d:
+            raise ObliviateError(f"{root / name}: a CIFAR batch needs 'data' and {label_key!r}, got {sorted(d)[:6]}")
+        return d
 
     xs, ys = [], []
     for f in train_files:
@@ -242,8 +289,10 @@ def _cifar100_root(root: Path | None) -> Path:
 def _read_cifar100(root: Path | None) -> RawSource:
     r = _cifar100_root(root)
     xtr, ytr, xte, yte = _read_cifar_pickles(r, ["train"], "test", "fine_labels")
-    with open(r / "meta", "rb") as fh:
-        classes = list(pickle.load(fh, encoding="latin1")["fine_label_names"])
+    meta = load_data_pickle(r / "meta")
+    if "fine_label_names" not in meta:
+        raise ObliviateError(f"{r / 'meta'}: no 'fine_label_names' (is this the cifar-100-python folder?)")
+    classes = [str(c) for c in meta["fine_label_names"]]
     return RawSource(xtr, ytr, xte, yte, classes, "image")
 
 

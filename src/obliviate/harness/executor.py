@@ -6,11 +6,15 @@ and only when asked for.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..env import parse_device, pick_device
 from ..errors import ObliviateError
+from ..io import check_writable_dir
 from ..progress import progress_task
 
 
@@ -158,14 +162,24 @@ def bench(study_path: str | Path, store_path: str | Path | None = None, *, work:
         raise ObliviateError(f"unknown executor {executor!r}; choose local or ray")
     if executor == "ray":
         import_ray()  # fail before any work when Ray is missing
-    study = load_study(study_path, data_roots=data_roots)
-    plan = make_plan(study)
     store_path = Path(store_path) if store_path else DEFAULT_STORE
     work = Path(work) if work else store_path.parent / "work"
+    if not dry_run:  # a store or work folder we cannot write would lose every run's result
+        check_writable_dir(store_path.parent, "--store")
+        if store_path.exists() and (not store_path.is_file() or not os.access(store_path, os.R_OK | os.W_OK)):
+            raise ObliviateError(f"--store {store_path} is not a writable file")
+        check_writable_dir(work, "--work")
+    study = load_study(study_path, data_roots=data_roots)
     device = device or study.device
-    with Store(store_path) as store:
-        done = store.done_keys(study.name)
-        if not dry_run:
+    if device and device != "auto":  # spelling always; availability only where the runs happen (this process)
+        (parse_device if executor == "ray" else pick_device)(device)
+    plan = make_plan(study)
+    if dry_run:  # list what would run; create and change nothing
+        with (Store(store_path, readonly=True) if store_path.exists() else contextlib.nullcontext()) as store:
+            done = store.done_keys(study.name) if store else set()
+    else:
+        with Store(store_path) as store:
+            done = store.done_keys(study.name)
             store.put_study(study.name, str(Path(study_path).resolve()), study.text, study.published)
     todo = [t for t in plan.tasks if t.key not in done]
     result = BenchResult(study, plan, store_path, work, len(plan.tasks) - len(todo), None)

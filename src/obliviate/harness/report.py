@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..env import now_iso
 from ..errors import ObliviateError
-from ..io import write_bytes, write_text
+from ..io import check_writable_dir, write_bytes, write_text
 from .store import Store, pick_study
 from .study import REFERENCE_METHODS
 from .plotting import color as _color
@@ -349,9 +349,7 @@ def render_markdown(title: str, meta: str, sections: list[Section], failed: list
 
 def write_report(store_path: str | Path, out_dir: str | Path, study: str | None = None) -> tuple[Path, Path]:
     """Write ``report.html`` (self-contained), ``report.md`` and ``figures/*.png`` into ``out_dir``."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ObliviateError(f"--out {out} exists and is not a folder")
+    out = check_writable_dir(out_dir, "--out")
     with Store(store_path, create=False) as st:
         name = pick_study(st, study)
         rows = st.rows(name)

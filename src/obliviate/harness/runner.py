@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import fcntl
 import functools
+import re
 import time
 import traceback
 from collections import OrderedDict
@@ -226,12 +227,18 @@ def _cached_model(run_path: Path, device: torch.device):
     return copy.deepcopy(_models[key])
 
 
+def path_part(label: str) -> str:
+    """A label as one safe folder-name part: labels come from a study file, and ``../..`` or ``/`` in one
+    must not move a model out of the work folder (the content key in the name keeps folders distinct)."""
+    return re.sub(r"[^A-Za-z0-9_.+=-]+", "_", str(label)).strip("._")[:64] or "_"
+
+
 def original_dir(task: Task, work: Path) -> Path:
-    return work / ORIGINALS / f"{task.dataset}-{task.model}-s{task.seed}-{task.original_key}"
+    return work / ORIGINALS / f"{path_part(task.dataset)}-{path_part(task.model)}-s{task.seed}-{task.original_key}"
 
 
 def retrain_dir(task: Task, work: Path) -> Path:
-    return work / RETRAINS / f"{task.dataset}-{task.model}-s{task.seed}-{task.retrain_key}"
+    return work / RETRAINS / f"{path_part(task.dataset)}-{path_part(task.model)}-s{task.seed}-{task.retrain_key}"
 
 
 def ensure_original(task: Task, bundle: DataBundle, work: Path, device: torch.device):

@@ -84,13 +84,19 @@ def _clean(v: Any) -> Any:
 
 
 class Store:
-    """Open (and create) a results file. Use as a context manager or call ``close``."""
+    """Open (and create) a results file. Use as a context manager or call ``close``.
 
-    def __init__(self, path: str | Path, *, create: bool = True):
+    ``readonly`` opens an existing file without creating, migrating or writing it (``bench --dry-run``).
+    """
+
+    def __init__(self, path: str | Path, *, create: bool = True, readonly: bool = False):
         self.path = Path(path)
-        if not create and not self.path.exists():
+        if (readonly or not create) and not self.path.exists():
             raise ObliviateError(f"results store {self.path} does not exist (run `obliviate bench` first, "
                                  "or pass --store)")
+        if readonly:
+            self._open_readonly()
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
@@ -102,6 +108,14 @@ class Store:
             raise ObliviateError(f"{self.path} is not a readable obliviate results store: {exc}") from None
 
     # -- plumbing
+    def _open_readonly(self) -> None:
+        try:
+            self.conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=60.0,
+                                        isolation_level=None)
+            self.conn.execute("SELECT key FROM runs LIMIT 1")
+        except sqlite3.DatabaseError as exc:
+            raise ObliviateError(f"{self.path} is not a readable obliviate results store: {exc}") from None
+
     def _schema(self, c: sqlite3.Connection) -> None:
         for stmt in _SCHEMA.strip().split(";"):
             if stmt.strip():

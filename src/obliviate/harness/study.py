@@ -278,6 +278,16 @@ def _named_entries(doc: Located, d: dict, section: str, allowed: set, what: str,
     return out
 
 
+def _path_label(doc: Located, path: tuple, entry: dict) -> str:
+    """A data set's or model's label (default: its name). It names folders under the work folder, so path
+    syntax in it (``/``, ``..``) is refused here, with its line, rather than let a model land elsewhere."""
+    label = str(entry.get("label") or entry["name"])
+    if "/" in label or "\\" in label or label.strip() in (".", "..") or any(ord(c) < 32 for c in label):
+        raise doc.error(path + (("label",) if "label" in entry else ()),
+                        f"label {label!r} names a folder: no '/', '\\', control characters, '.' or '..'")
+    return label
+
+
 def parse_study(text: str, file: str = "<study>", *, data_roots: dict[str, str] | None = None) -> Study:
     """Parse and structurally validate a study (no data loaded: see ``check_study`` for that)."""
     from ..data.sources import SOURCES
@@ -310,7 +320,7 @@ def parse_study(text: str, file: str = "<study>", *, data_roots: dict[str, str] 
                         ("test_per_class", int), ("split_seed", int)):
             if e.get(k) is not None:
                 spec[k] = _expect(doc, p + (k,), e[k], kind, "a number" if kind is float else "an integer")
-        label = str(e.get("label") or e["name"])
+        label = _path_label(doc, p, e)
         datasets.append(DatasetEntry(label, spec, _check_train(doc, p + ("train",), e.get("train")), p))
     _unique(doc, [x.label for x in datasets], [x.path for x in datasets], "data set")
 
@@ -318,7 +328,7 @@ def parse_study(text: str, file: str = "<study>", *, data_roots: dict[str, str] 
     models: list[ModelEntry] = []
     for p, e in _named_entries(doc, d, "models", MODEL_KEYS, "model", sorted(MODELS)):
         options = _expect(doc, p + ("options",), e.get("options") or {}, dict, "a mapping")
-        models.append(ModelEntry(str(e.get("label") or e["name"]), e["name"], options,
+        models.append(ModelEntry(_path_label(doc, p, e), e["name"], options,
                                  _check_train(doc, p + ("train",), e.get("train")), p))
     _unique(doc, [x.label for x in models], [x.path for x in models], "model")
 
@@ -483,8 +493,13 @@ def load_study(path: str | Path, **kw) -> Study:
     path = Path(path)
     if not path.exists():
         raise StudyError(f"study file {path} does not exist")
+    if not path.is_file():
+        what = "a folder" if path.is_dir() else "not a regular file"
+        raise StudyError(f"study file {path} is {what}, not a YAML file")
     try:
         text = path.read_text()
     except UnicodeDecodeError as exc:
         raise StudyError(f"{path}: not a text file ({exc})") from None
+    except OSError as exc:
+        raise StudyError(f"cannot read study file {path}: {exc.strerror or exc}") from None
     return parse_study(text, str(path), **kw)

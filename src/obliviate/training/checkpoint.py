@@ -2,20 +2,59 @@
 
 ``run.json`` is written last, so its presence marks a finished run; a directory with snapshots and no
 ``run.json`` is an interrupted run that ``train`` resumes.
+
+Run folders are shared and downloaded, so every ``.pt`` here is read weights-only (tensors and plain
+values; no pickle that names a function): a planted ``model.pt`` or snapshot is refused, never run.
+This module owns the snapshot layout (``snapshots/step_*.pt``, ``block_*.pt``, ``blocks.npy``).
 """
 from __future__ import annotations
 
 import json
+import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ..io import torch_save, write_json
+from ..io import check_writable_dir, torch_save, write_json
 from ..models import Classifier, ModelSpec, build_model
 
-MODEL_FILE, RUN_FILE, SNAP_DIR = "model.pt", "run.json", "snapshots"
+MODEL_FILE, RUN_FILE, SNAP_DIR, BLOCKS_FILE = "model.pt", "run.json", "snapshots", "blocks.npy"
+#: Keys every snapshot of a kind must hold (the kind is the file name's prefix).
+SNAPSHOT_KEYS = {"step": ("key", "step", "model", "optimizer", "scheduler", "rng"),
+                 "block": ("key", "block", "model", "optimizer", "rng")}
+_SNAPSHOT_GLOBS = ("step_*.pt", "ids_*.npy", "block_*.pt", BLOCKS_FILE)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error (torch and numpy messages span many; the CLI prints one)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else ""
+
+
+def load_weights(path: str | Path, what: str) -> Any:
+    """``torch.load`` restricted to tensors and plain values, with a one-line error for a bad file.
+
+    Why weights-only: an unrestricted load unpickles whatever the file names, so a received run folder
+    could run code on the reader's machine.
+    """
+    try:
+        with warnings.catch_warnings():  # torch warns (several lines) about pickle protocols it did not write
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's message is many lines; keep the one naming the problem
+        detail = next((ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln),
+                      first_line(exc))
+        if "GLOBAL" in detail:
+            raise CheckpointError(f"{what} {path} holds objects other than tensors and plain values ({detail}); "
+                                  "refused to load it (unpickling it could run code)") from None
+        raise CheckpointError(f"corrupt {what} {path}: {detail}") from None
+    except Exception as exc:  # torch raises many kinds on a truncated or foreign file
+        raise CheckpointError(f"corrupt {what} {path}: {type(exc).__name__}: {first_line(exc)}") from None
 
 
 def save_model(path: str | Path, model: Classifier) -> None:
@@ -27,16 +66,16 @@ def load_model_file(path: str | Path, device: torch.device | str = "cpu") -> Cla
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"model file {path} does not exist")
+    blob = load_weights(path, "checkpoint")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
         spec = ModelSpec.from_dict(blob["spec"])
-    except Exception as exc:  # torch raises many kinds on a truncated or foreign file
-        raise CheckpointError(f"corrupt checkpoint {path}: {type(exc).__name__}: {str(exc)[:200]}") from exc
+    except Exception as exc:  # not a dict, no spec, a spec of the wrong types
+        raise CheckpointError(f"corrupt checkpoint {path}: no model spec ({type(exc).__name__})") from None
     model = build_model(spec)
     try:
         model.load_state_dict(blob["state_dict"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {path} does not match model {spec.name!r}: {str(exc)[:200]}") from exc
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {path} does not match model {spec.name!r}: {first_line(exc)}") from None
     return model.to(device)
 
 
@@ -52,7 +91,16 @@ class RunDir:
         return self.path / MODEL_FILE
 
     def load_model(self, device: torch.device | str = "cpu") -> Classifier:
-        return load_model_file(self.model_path, device)
+        """The model, refused when ``run.json`` records another architecture than ``model.pt`` holds."""
+        model = load_model_file(self.model_path, device)
+        recorded, held = self.record.get("model"), model.spec.to_dict()
+        if isinstance(recorded, dict):
+            keys = ("name", "input_shape", "num_classes", "options")
+            if any(json.dumps(recorded.get(k), sort_keys=True) != json.dumps(held[k], sort_keys=True) for k in keys):
+                raise CheckpointError(f"{self.path}: {RUN_FILE} records a {recorded.get('name')!r} model "
+                                      f"{recorded.get('input_shape')}, {MODEL_FILE} holds a {held['name']!r} model "
+                                      f"{held['input_shape']}: the folder was tampered with or mixed up")
+        return model
 
     @property
     def snapshot_dir(self) -> Path:
@@ -72,6 +120,10 @@ def open_run(path: str | Path) -> RunDir:
         record = json.loads(run_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"corrupt {run_file}: {exc}") from exc
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {run_file}: {exc.strerror or exc}") from None
+    if not isinstance(record, dict):
+        raise CheckpointError(f"corrupt {run_file}: expected a JSON object, got {type(record).__name__}")
     if not (path / MODEL_FILE).exists():
         raise CheckpointError(f"{path} has {RUN_FILE} but no {MODEL_FILE}")
     return RunDir(path, record)
@@ -87,10 +139,84 @@ def finish_run(path: str | Path, model: Classifier, record: dict) -> RunDir:
 
 
 def check_output_dir(path: str | Path, overwrite: bool) -> Path:
-    """Refuse to clobber a finished run unless asked: a result is never silently replaced."""
+    """Refuse to clobber a finished run unless asked, and a folder we cannot write, before any work."""
     path = Path(path)
     if (path / RUN_FILE).exists() and not overwrite:
         raise CheckpointError(f"{path} already holds a finished run; choose another --out or pass --force")
     if path.exists() and not path.is_dir():
         raise CheckpointError(f"--out {path} exists and is not a directory")
-    return path
+    return check_writable_dir(path, "--out")
+
+
+# ------------------------------------------------------------------ snapshots
+def snapshot_file(snap_dir: Path, kind: str, n: int) -> Path:
+    """``step_00000120.pt`` (plain training, by global step) or ``block_003.pt`` (after block 3)."""
+    return snap_dir / (f"step_{n:08d}.pt" if kind == "step" else f"block_{n:03d}.pt")
+
+
+def save_snapshot(snap_dir: Path, kind: str, n: int, blob: dict) -> None:
+    """Write a snapshot; ``blob`` holds only tensors and plain values, so it loads weights-only."""
+    torch_save(snapshot_file(snap_dir, kind, n), {kind: n, **blob})
+
+
+def load_snapshot(path: Path, key: str | None = None) -> dict:
+    """A snapshot, weights-only and checked: all keys of its kind present and, with ``key``, of this run."""
+    blob = load_weights(path, "snapshot")
+    kind = path.name.split("_")[0]
+    missing = [k for k in SNAPSHOT_KEYS.get(kind, ()) if not isinstance(blob, dict) or k not in blob]
+    if not isinstance(blob, dict) or missing:
+        raise CheckpointError(f"corrupt snapshot {path}: not an obliviate {kind} snapshot "
+                              f"(missing {', '.join(missing) or 'everything'})")
+    if key is not None and blob.get("key") != key:
+        raise CheckpointError(f"{path.parent} holds snapshots of a different run (config or data differ); "
+                              "choose another --out")
+    return blob
+
+
+def clear_snapshots(snap_dir: Path) -> None:
+    """Delete the snapshot files of this layout (and only those) from ``snap_dir``."""
+    for pattern in _SNAPSHOT_GLOBS:
+        for p in snap_dir.glob(pattern):
+            p.unlink(missing_ok=True)
+
+
+def latest_snapshot(snap_dir: Path, kind: str, key: str, discard: bool = False) -> dict | None:
+    """The newest snapshot of ``kind`` for run ``key``, or None to start from scratch.
+
+    Snapshots of another config, or unreadable ones, stop the run (they may be someone's work) unless
+    ``discard`` (``--force``): then they are deleted and training starts over.
+    """
+    snaps = sorted(snap_dir.glob(f"{kind}_*.pt"))
+    if not snaps:
+        return None
+    try:
+        return load_snapshot(snaps[-1], key)
+    except CheckpointError as exc:
+        if not discard:
+            raise CheckpointError(f"{exc}; or pass --force to delete those snapshots and start over") from None
+    clear_snapshots(snap_dir)
+    return None
+
+
+def load_block_snapshot(run_path: str | Path, j: int) -> dict:
+    """θ_j and its optimiser state from a block-incremental run (j = 0 is the initialisation)."""
+    p = snapshot_file(Path(run_path) / SNAP_DIR, "block", j)
+    if not p.exists():
+        raise CheckpointError(f"snapshot {p} is missing")
+    return load_snapshot(p)
+
+
+def load_block_assignment(run_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, block) arrays of a block-incremental run."""
+    p = Path(run_path) / SNAP_DIR / BLOCKS_FILE
+    if not p.exists():
+        raise CheckpointError(f"{run_path} was not trained in block mode (no {p.name}); "
+                              "train with --blocks B --epochs-per-block E")
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except Exception as exc:  # numpy raises several kinds on a truncated or foreign file
+        raise CheckpointError(f"corrupt {p}: {first_line(exc)}") from None
+    if arr.ndim != 2 or arr.shape[1] != 2 or not np.issubdtype(arr.dtype, np.integer):
+        raise CheckpointError(f"corrupt {p}: expected an (n, 2) integer array of (id, block), "
+                              f"got {arr.dtype} {arr.shape}")
+    return arr[:, 0], arr[:, 1]

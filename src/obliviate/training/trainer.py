@@ -24,10 +24,12 @@ from ..data.pipeline import AUGMENTS, BatchStream
 from ..data.splits import default_augment
 from ..env import now_iso, pick_device, seed_everything, sync, versions
 from ..errors import CheckpointError, ObliviateError
-from ..io import config_hash, torch_save, write_json, write_npy
+from ..io import config_hash, write_npy
 from ..metrics.accuracy import accuracy
 from ..models import Classifier, model_for
-from .checkpoint import SNAP_DIR, RunDir, check_output_dir, finish_run
+from .checkpoint import (BLOCKS_FILE, SNAP_DIR, RunDir, check_output_dir, finish_run, first_line,
+                         latest_snapshot, save_snapshot, snapshot_file)
+from .checkpoint import load_block_assignment, load_block_snapshot  # noqa: F401  (methods import them here)
 from .loop import OptimConfig, cross_entropy, make_optimizer, make_scheduler, run_epochs
 
 
@@ -144,100 +146,95 @@ def train_block(model: Classifier, optimizer: torch.optim.Optimizer, data: Array
                       epochs=cfg.epochs_per_block, description=description or f"block {block + 1}", amp=cfg.amp)
 
 
+@dataclass
+class _Progress:
+    """Where snapshots go and what earlier segments of a resumed run did (their steps and seconds count too)."""
+
+    snap_dir: Path | None
+    key: str
+    discard: bool  # --force: delete unusable snapshots instead of stopping
+    t0: float
+    prior_seconds: float = 0.0
+
+    def seconds(self) -> float:
+        return self.prior_seconds + time.perf_counter() - self.t0
+
+    def resume(self, kind: str, model, optimizer, sched=None) -> dict | None:
+        """Load the newest snapshot of ``kind`` into model/optimiser(/schedule) and restore the RNG."""
+        if self.snap_dir is None:
+            return None
+        blob = latest_snapshot(self.snap_dir, kind, self.key, discard=self.discard)
+        if blob is None:
+            return None
+        try:
+            model.load_state_dict(blob["model"])
+            optimizer.load_state_dict(blob["optimizer"])
+            if sched is not None:
+                sched.load_state_dict(blob["scheduler"])
+            _restore_rng(blob["rng"])
+            self.prior_seconds = float(blob.get("seconds", 0.0))
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"snapshot in {self.snap_dir} does not fit this run: {type(exc).__name__}: "
+                                  f"{first_line(exc)}") from None
+        return blob
+
+    def save(self, kind: str, n: int, model, optimizer, sched=None, steps: int | None = None) -> None:
+        blob = {"key": self.key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "rng": _rng_state(), "seconds": self.seconds()}
+        if sched is not None:
+            blob["scheduler"] = sched.state_dict()
+        if steps is not None:
+            blob["steps"] = steps
+        save_snapshot(self.snap_dir, kind, n, blob)
+
+
 def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | None = None, *,
           device: str | torch.device | None = None, exclude_ids=None, overwrite: bool = False,
           max_steps: int | None = None, kind: str = "train", extra_record: dict | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``bundle`` (minus ``exclude_ids``: retraining) and, with ``out``, save a run.
 
     ``max_steps`` stops early without finishing the run (what a crash leaves behind; used by tests of
-    resume). Re-calling with the same ``out`` and config resumes from the last snapshot.
+    resume). Re-calling with the same ``out`` and config resumes from the last snapshot; the record's
+    steps and seconds then cover every segment. ``overwrite`` (``--force``) also discards snapshots of
+    another config.
     """
     cfg = cfg or TrainConfig()
     cfg.validate()
     device = pick_device(device)
     out_path = check_output_dir(out, overwrite) if out is not None else None
-    augment = _augment(cfg, bundle)
     full_train = bundle.train
     train_data = full_train
-    n_excluded = 0
+    keep = None
     if exclude_ids is not None and len(exclude_ids):
         keep = ~torch.isin(full_train.ids, torch.as_tensor(np.asarray(exclude_ids), dtype=torch.long))
-        n_excluded = int((~keep).sum())
         train_data = full_train.subset(torch.nonzero(keep).flatten())
         if len(train_data) == 0:
             raise ObliviateError("excluding the requested ids leaves no training data")
+    n_excluded = len(full_train) - len(train_data)
     key = config_hash({"cfg": cfg.to_dict(), "data": bundle.source_hash, "spec": bundle.spec,
                        "excluded": sorted(map(int, exclude_ids)) if n_excluded else []})
     seed_everything(cfg.seed)
     model = prepare_model(model_for(cfg.model, bundle, **cfg.model_options), cfg, device)
-    started, t0 = now_iso(), time.perf_counter()
+    started = now_iso()
+    progress = _Progress(out_path / SNAP_DIR if out_path is not None else None, key, overwrite, time.perf_counter())
     train_dev = train_data.to(device)
     optimizer = make_optimizer(model.parameters(), cfg.optim())
-    snap_dir = out_path / SNAP_DIR if out_path is not None else None
-    snapshot_info: dict = {"mode": "none"}
-    loss_fn = cross_entropy(cfg.label_smoothing)
-    step = 0
-
     if cfg.blocks:
         blocks = assign_blocks(full_train, cfg.blocks, cfg.seed)
-        if n_excluded:
+        if keep is not None:
             blocks = blocks[torch.nonzero(keep).flatten().numpy()]
-        start_block = 0
-        if snap_dir is not None:
-            blob = _resume(snap_dir, "block_*.pt", key, model, optimizer)
-            start_block = min(int(blob["block"]), cfg.blocks) if blob else 0
-            if start_block == 0:
-                write_npy(snap_dir / "blocks.npy", np.stack([train_data.ids.numpy(), blocks], 1))
-                _save_block(snap_dir, 0, model, optimizer, key)
-        for j in range(start_block, cfg.blocks):
-            block_data = train_dev.subset(torch.as_tensor(np.flatnonzero(blocks == j), device=device))
-            step += train_block(model, optimizer, block_data, cfg, j, augment,
-                                description=f"{kind} block {j + 1}/{cfg.blocks}")
-            if snap_dir is not None:
-                _save_block(snap_dir, j + 1, model, optimizer, key)
-            if max_steps is not None and step >= max_steps:
-                return TrainResult(model, {"interrupted_at_block": j + 1})
-        snapshot_info = {"mode": "blocks", "blocks": cfg.blocks, "epochs_per_block": cfg.epochs_per_block,
-                         "files": [f"{SNAP_DIR}/block_{j:03d}.pt" for j in range(cfg.blocks + 1)],
-                         "assignment": f"{SNAP_DIR}/blocks.npy"}
+        step, snapshot_info = _train_blocks(model, optimizer, train_dev, blocks, cfg, _augment(cfg, bundle), progress,
+                                            kind, max_steps)
     else:
-        stream = BatchStream(train_dev, cfg.batch_size, augment=augment, seed=cfg.seed,
-                             channels_last=cfg.channels_last and model.wants_channels_last(device))
-        total = cfg.epochs * len(stream)
-        sched = make_scheduler(optimizer, cfg.optim(), total)
-        start = 0
-        if snap_dir is not None and cfg.snapshot_every:
-            blob = _resume(snap_dir, "step_*.pt", key, model, optimizer, sched)
-            start = int(blob["step"]) if blob else 0
-        pending: list[np.ndarray] = []
-
-        def on_step(s: int, batch) -> None:
-            if snap_dir is None or not cfg.snapshot_every:
-                return
-            ids = np.full(cfg.batch_size, -1, np.int64)
-            ids[: len(batch.ids)] = batch.ids.cpu().numpy()
-            pending.append(ids)
-            if s % cfg.snapshot_every == 0 or s == total:
-                write_npy(snap_dir / f"ids_{s:08d}.npy", np.stack(pending))  # ids of steps since last snapshot
-                pending.clear()
-                torch_save(snap_dir / f"step_{s:08d}.pt", {"key": key, "step": s, "model": model.state_dict(),
-                                                          "optimizer": optimizer.state_dict(),
-                                                          "scheduler": sched.state_dict(), "rng": _rng_state()})
-
-        train_model = torch.compile(model) if cfg.compile and device.type == "cuda" else model
-        step = run_epochs(train_model, stream, loss_fn, optimizer, sched, epochs=cfg.epochs, start_step=start,
-                          on_step=on_step, description=kind, max_steps=max_steps, amp=cfg.amp)
-        if max_steps is not None and step < total:
-            return TrainResult(model, {"interrupted_at_step": step})
-        if cfg.snapshot_every:
-            snapshot_info = {"mode": "steps", "every": cfg.snapshot_every, "steps": total,
-                             "files": sorted(p.name for p in snap_dir.glob("step_*.pt")) if snap_dir else []}
+        step, snapshot_info = _train_steps(model, optimizer, train_dev, cfg, _augment(cfg, bundle), progress,
+                                           kind, max_steps)
+    if "interrupted_at_step" in snapshot_info or "interrupted_at_block" in snapshot_info:
+        return TrainResult(model, snapshot_info)
     sync(device)
-    seconds = time.perf_counter() - t0
     record = {
         "kind": kind, "config": cfg.to_dict(), "config_hash": key, "seed": cfg.seed,
         "data": bundle.describe(), "model": model.spec.to_dict(), "device": str(device),
-        "versions": versions(), "started": started, "finished": now_iso(), "seconds": seconds,
+        "versions": versions(), "started": started, "finished": now_iso(), "seconds": progress.seconds(),
         "steps": step, "train_size": len(train_data), "excluded": n_excluded, "snapshots": snapshot_info,
         "accuracy": {"train": accuracy(model, train_dev), "val": accuracy(model, bundle.val),
                      "test": accuracy(model, bundle.test)},
@@ -247,52 +244,59 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
     return TrainResult(model, record, run)
 
 
-def _save_block(snap_dir: Path, j: int, model, optimizer, key: str) -> None:
-    torch_save(snap_dir / f"block_{j:03d}.pt", {"key": key, "block": j, "model": model.state_dict(),
-                                                "optimizer": optimizer.state_dict(), "rng": _rng_state()})
+def _train_blocks(model, optimizer, train_dev: ArrayData, blocks: np.ndarray, cfg: TrainConfig, augment: str,
+                  progress: _Progress, kind: str, max_steps: int | None) -> tuple[int, dict]:
+    """Block-incremental training with a snapshot after every block; returns (total steps, snapshot info)."""
+    snap_dir, device = progress.snap_dir, train_dev.device
+    start_block, step = 0, 0
+    blob = progress.resume("block", model, optimizer)
+    if blob is not None:
+        start_block, step = min(int(blob["block"]), cfg.blocks), int(blob.get("steps", 0))
+    if snap_dir is not None and start_block == 0:
+        write_npy(snap_dir / BLOCKS_FILE, np.stack([train_dev.ids.cpu().numpy(), blocks], 1))
+        progress.save("block", 0, model, optimizer, steps=0)
+    for j in range(start_block, cfg.blocks):
+        block_data = train_dev.subset(torch.as_tensor(np.flatnonzero(blocks == j), device=device))
+        step += train_block(model, optimizer, block_data, cfg, j, augment,
+                            description=f"{kind} block {j + 1}/{cfg.blocks}")
+        if snap_dir is not None:
+            progress.save("block", j + 1, model, optimizer, steps=step)
+        if max_steps is not None and step >= max_steps:
+            return step, {"interrupted_at_block": j + 1}
+    return step, {"mode": "blocks", "blocks": cfg.blocks, "epochs_per_block": cfg.epochs_per_block,
+                  "files": [f"{SNAP_DIR}/{snapshot_file(Path(), 'block', j)}" for j in range(cfg.blocks + 1)],
+                  "assignment": f"{SNAP_DIR}/{BLOCKS_FILE}"}
 
 
-def _load_snapshot(path: Path, key: str) -> dict:
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f"corrupt snapshot {path}: {type(exc).__name__}") from exc
-    if blob.get("key") != key:
-        raise CheckpointError(f"{path.parent} holds snapshots of a different run (config or data differ); "
-                              "choose another --out or pass --force")
-    return blob
+def _train_steps(model, optimizer, train_dev: ArrayData, cfg: TrainConfig, augment: str, progress: _Progress,
+                 kind: str, max_steps: int | None) -> tuple[int, dict]:
+    """Plain training, with a snapshot (and the ids of the steps since the last one) every K steps."""
+    snap_dir, device = progress.snap_dir if cfg.snapshot_every else None, train_dev.device
+    stream = BatchStream(train_dev, cfg.batch_size, augment=augment, seed=cfg.seed,
+                         channels_last=cfg.channels_last and model.wants_channels_last(device))
+    total = cfg.epochs * len(stream)
+    sched = make_scheduler(optimizer, cfg.optim(), total)
+    blob = progress.resume("step", model, optimizer, sched) if snap_dir is not None else None
+    start = int(blob["step"]) if blob else 0
+    pending: list[np.ndarray] = []
 
+    def on_step(s: int, batch) -> None:
+        if snap_dir is None:
+            return
+        ids = np.full(cfg.batch_size, -1, np.int64)
+        ids[: len(batch.ids)] = batch.ids.cpu().numpy()
+        pending.append(ids)
+        if s % cfg.snapshot_every == 0 or s == total:
+            write_npy(snap_dir / f"ids_{s:08d}.npy", np.stack(pending))  # ids of steps since last snapshot
+            pending.clear()
+            progress.save("step", s, model, optimizer, sched)
 
-def _resume(snap_dir: Path, pattern: str, key: str, model, optimizer, sched=None) -> dict | None:
-    """Load the newest snapshot matching ``pattern`` into model/optimiser(/schedule) and restore the RNG."""
-    snaps = sorted(snap_dir.glob(pattern))
-    if not snaps:
-        return None
-    blob = _load_snapshot(snaps[-1], key)
-    model.load_state_dict(blob["model"])
-    optimizer.load_state_dict(blob["optimizer"])
-    if sched is not None:
-        sched.load_state_dict(blob["scheduler"])
-    _restore_rng(blob["rng"])
-    return blob
-
-
-def load_block_snapshot(run_path: str | Path, j: int) -> dict:
-    """θ_j and its optimiser state from a block-incremental run (j = 0 is the initialisation)."""
-    p = Path(run_path) / SNAP_DIR / f"block_{j:03d}.pt"
-    if not p.exists():
-        raise CheckpointError(f"snapshot {p} is missing")
-    try:
-        return torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f"corrupt snapshot {p}: {type(exc).__name__}") from exc
-
-
-def load_block_assignment(run_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, block) arrays of a block-incremental run."""
-    p = Path(run_path) / SNAP_DIR / "blocks.npy"
-    if not p.exists():
-        raise CheckpointError(f"{run_path} was not trained in block mode (no {p.name}); "
-                              "train with --blocks B --epochs-per-block E")
-    arr = np.load(p, allow_pickle=False)
-    return arr[:, 0], arr[:, 1]
+    train_model = torch.compile(model) if cfg.compile and device.type == "cuda" else model
+    step = run_epochs(train_model, stream, cross_entropy(cfg.label_smoothing), optimizer, sched, epochs=cfg.epochs,
+                      start_step=start, on_step=on_step, description=kind, max_steps=max_steps, amp=cfg.amp)
+    if max_steps is not None and step < total:
+        return step, {"interrupted_at_step": step}
+    if not cfg.snapshot_every:
+        return step, {"mode": "none"}
+    return step, {"mode": "steps", "every": cfg.snapshot_every, "steps": total,
+                  "files": sorted(p.name for p in snap_dir.glob("step_*.pt")) if snap_dir else []}
