@@ -186,6 +186,16 @@ BAD = [
      "bad.yaml:7: requests[0]: a request takes exactly one of"),
     ("duplicate key", TINY.replace("seeds: [0, 1]", "seeds: [0, 1]\nseeds: [2]"),
      "bad.yaml:14: key 'seeds' appears twice (first on line 13)"),
+    ("param not finite", TINY.replace("params: {epochs: 0.5}", "params: {epochs: 0.5, lr: .nan}"),
+     "bad.yaml:12: methods[1].params.lr: finetune: lr=nan is not a finite number (allowed: > 0)"),
+    ("param out of range in a grid", TINY.replace("params: {epochs: 0.5}", "params: {epochs: [0.5, 0]}"),
+     "bad.yaml:12: methods[1].params.epochs: finetune: epochs=0 is out of range (allowed: > 0)"),
+    ("param unknown choice", TINY.replace("params: {epochs: 0.5}", "params: {optimizer: rmsprop}"),
+     "bad.yaml:12: methods[1].params.optimizer: finetune: unknown optimizer 'rmsprop'; choose one of: sgd, adam"),
+    ("train option out of range", TINY.replace("lr: 0.05}", "lr: -0.05}"),
+     "bad.yaml:5: train.lr: train: lr=-0.05 is out of range (allowed: > 0)"),
+    ("train option unknown choice", TINY.replace("lr: 0.05}", "lr: 0.05, schedule: linear}"),
+     "bad.yaml:5: train.schedule: train: unknown schedule 'linear'; choose one of: onecycle, cosine, constant"),
 ]
 
 
@@ -207,6 +217,8 @@ DATA_BAD = [
      "bad.yaml:4: models[0]: model 'cnn' does not fit data set 'letter'"),
     ("id not in training set", TINY.replace("classes: [3]", "ids: [1, 99999]"),
      "bad.yaml:7: requests[0]: on data set 'digits': sample id 99999 is not in the training set"),
+    ("data cap out of range", TINY.replace("  - name: digits\n", "  - name: digits\n    train_per_class: -5\n"),
+     "bad.yaml:3: datasets[0]: data: train_per_class=-5 is out of range (allowed: >= 1)"),
 ]
 
 

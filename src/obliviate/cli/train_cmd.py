@@ -54,11 +54,7 @@ def train_command(
                       weight_decay=weight_decay, schedule=schedule, label_smoothing=label_smoothing, augment=augment,
                       seed=seed, snapshot_every=snapshot_every, blocks=blocks, epochs_per_block=epochs_per_block,
                       compile=compile)
-    cfg.validate()
-    if model not in MODELS:
-        from ..errors import ObliviateError
-
-        raise ObliviateError(f"unknown model {model!r}; choose one of: {', '.join(sorted(MODELS))}")
+    cfg.validate()  # every option against its declared range, before loading anything
     bundle = load_data(spec)
     result = train(bundle, cfg, out, device=device, overwrite=force)
     console.print(f"[green]trained[/] {model} on {dataset} → {out}")

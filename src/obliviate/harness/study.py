@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from ..errors import ObliviateError
+from ..params import check_value, declared
 
 #: Pseudo-methods the harness runs itself: ``original`` evaluates θ₀ unchanged (the "before" row) and
 #: ``retrain`` is the exact-unlearning reference (train from scratch on D_r with the original recipe),
@@ -215,6 +216,10 @@ def _check_train(doc: Located, path: tuple, train: Any) -> dict:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise doc.error(path + (k,), f"unknown training option {k!r}{hint}")
         out[k] = _coerce(doc, path + (k,), v, hints[k])
+        try:
+            check_value("train", k, out[k], hints[k], declared(TrainConfig, k))
+        except ObliviateError as exc:
+            raise doc.error(path + (k,), str(exc)) from None
     return out
 
 

@@ -12,6 +12,7 @@ Two snapshot modes serve two needs:
 """
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -24,31 +25,36 @@ from ..data.pipeline import AUGMENTS, BatchStream
 from ..data.splits import default_augment
 from ..env import now_iso, pick_device, seed_everything, sync, versions
 from ..errors import CheckpointError, ObliviateError
+from ..finite import require_finite
 from ..io import config_hash, torch_save, write_json, write_npy
 from ..metrics.accuracy import accuracy
-from ..models import Classifier, model_for
+from ..models import MODELS, Classifier, model_for
+from ..params import OPTIMIZERS, SCHEDULES, check_fields, param
 from .checkpoint import SNAP_DIR, RunDir, check_output_dir, finish_run
 from .loop import OptimConfig, cross_entropy, make_optimizer, make_scheduler, run_epochs
 
 
 @dataclass
 class TrainConfig:
-    """How to train. Defaults suit ResNet-18 on CIFAR-10 and small models alike (one-cycle SGD)."""
+    """How to train. Defaults suit ResNet-18 on CIFAR-10 and small models alike (one-cycle SGD).
+
+    Each option's allowed values are declared with ``param`` and checked by ``validate``.
+    """
 
     model: str = "cnn"
-    epochs: int = 10
-    batch_size: int = 256
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "onecycle"
-    label_smoothing: float = 0.0
-    augment: str | None = None  # None: the data set's default
+    epochs: int = param(10, ge=1)  # plain training; ignored in block mode
+    batch_size: int = param(256, ge=1)
+    optimizer: str = param("sgd", choices=OPTIMIZERS)
+    lr: float = param(0.1, gt=0)
+    momentum: float = param(0.9, ge=0, lt=1)
+    weight_decay: float = param(5e-4, ge=0)
+    schedule: str = param("onecycle", choices=SCHEDULES)
+    label_smoothing: float = param(0.0, ge=0, lt=1)
+    augment: str | None = param(None, choices=AUGMENTS)  # None: the data set's default
     seed: int = 0
-    snapshot_every: int = 0  # steps; 0 = no step snapshots
-    blocks: int = 0  # >0: block-incremental training (DeepObliviate)
-    epochs_per_block: int = 1
+    snapshot_every: int = param(0, ge=0)  # steps; 0 = no step snapshots
+    blocks: int = param(0, ge=0)  # >0: block-incremental training (DeepObliviate)
+    epochs_per_block: int = param(1, ge=1)
     amp: bool = True  # bf16 autocast on CUDA
     channels_last: bool = True  # on CUDA
     compile: bool = False  # torch.compile on CUDA
@@ -66,18 +72,12 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def validate(self) -> None:
-        if self.epochs < 1 and self.blocks == 0:
-            raise ObliviateError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ObliviateError(f"batch size must be >= 1, got {self.batch_size}")
-        if self.lr <= 0:
-            raise ObliviateError(f"learning rate must be > 0, got {self.lr}")
-        if self.snapshot_every < 0 or self.blocks < 0 or self.epochs_per_block < 1:
-            raise ObliviateError("snapshot-every and blocks must be >= 0 and epochs-per-block >= 1")
+        """Every option against its declared range, before any work (``ObliviateError`` naming it)."""
+        check_fields(self, "train")
+        if self.model not in MODELS:
+            raise ObliviateError(f"unknown model {self.model!r}; choose one of: {', '.join(sorted(MODELS))}")
         if self.blocks and self.snapshot_every:
             raise ObliviateError("--blocks and --snapshot-every are two training modes: choose one")
-        if self.augment is not None and self.augment not in AUGMENTS:
-            raise ObliviateError(f"unknown augment {self.augment!r}; choose one of {', '.join(AUGMENTS)}")
 
 
 @dataclass
@@ -156,6 +156,7 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
     cfg.validate()
     device = pick_device(device)
     out_path = check_output_dir(out, overwrite) if out is not None else None
+    fresh = out_path if out_path is not None and not out_path.exists() else None  # ours to remove on divergence
     augment = _augment(cfg, bundle)
     full_train = bundle.train
     train_data = full_train
@@ -193,6 +194,7 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
             block_data = train_dev.subset(torch.as_tensor(np.flatnonzero(blocks == j), device=device))
             step += train_block(model, optimizer, block_data, cfg, j, augment,
                                 description=f"{kind} block {j + 1}/{cfg.blocks}")
+            _check_diverged(model, cfg, fresh)
             if snap_dir is not None:
                 _save_block(snap_dir, j + 1, model, optimizer, key)
             if max_steps is not None and step >= max_steps:
@@ -233,6 +235,7 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
             snapshot_info = {"mode": "steps", "every": cfg.snapshot_every, "steps": total,
                              "files": sorted(p.name for p in snap_dir.glob("step_*.pt")) if snap_dir else []}
     sync(device)
+    _check_diverged(model, cfg, fresh)
     seconds = time.perf_counter() - t0
     record = {
         "kind": kind, "config": cfg.to_dict(), "config_hash": key, "seed": cfg.seed,
@@ -245,6 +248,18 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
     }
     run = finish_run(out_path, model, record) if out_path is not None else None
     return TrainResult(model, record, run)
+
+
+def _check_diverged(model: Classifier, cfg: TrainConfig, remove: Path | None) -> None:
+    """NaN weights end the run: a diverged model is no result, and snapshots this call wrote are removed."""
+    warm = "" if cfg.schedule == "onecycle" else " or warm up with schedule onecycle"
+    try:
+        require_finite(model, "the trained model", f"training diverged; lower the learning rate (lr={cfg.lr:g})"
+                                                  f"{warm}; nothing was saved")
+    except ObliviateError:
+        if remove is not None:
+            shutil.rmtree(remove, ignore_errors=True)
+        raise
 
 
 def _save_block(snap_dir: Path, j: int, model, optimizer, key: str) -> None:
