@@ -15,10 +15,13 @@ def pick_device(device: str | None = None) -> torch.device:
     """``None``/"auto" → CUDA when present, else CPU: code runs unchanged on a laptop and a GPU box."""
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        from .errors import ObliviateError
+    from .errors import ObliviateError
 
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ObliviateError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
         raise ObliviateError(f"device {device!r} requested but CUDA is not available on this machine")
     return dev
 

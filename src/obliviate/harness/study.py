@@ -488,8 +488,12 @@ def load_study(path: str | Path, **kw) -> Study:
     path = Path(path)
     if not path.exists():
         raise StudyError(f"study file {path} does not exist")
+    if not path.is_file():
+        raise StudyError(f"study file {path} is a folder, not a YAML file")
     try:
         text = path.read_text()
     except UnicodeDecodeError as exc:
         raise StudyError(f"{path}: not a text file ({exc})") from None
+    except OSError as exc:
+        raise StudyError(f"{path}: cannot be read ({exc.strerror})") from None
     return parse_study(text, str(path), **kw)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +31,12 @@ def load_model_file(path: str | Path, device: torch.device | str = "cpu") -> Cla
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         spec = ModelSpec.from_dict(blob["spec"])
+    except pickle.UnpicklingError as exc:  # the weights-only loader refused objects that would run code
+        raise CheckpointError(f"corrupt checkpoint {path}: not a plain weights file (it holds pickled objects, "
+                              "which are refused because loading them could run code)") from exc
     except Exception as exc:  # torch raises many kinds on a truncated or foreign file
-        raise CheckpointError(f"corrupt checkpoint {path}: {type(exc).__name__}: {str(exc)[:200]}") from exc
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"corrupt checkpoint {path}: {type(exc).__name__}: {first[:200]}") from exc
     model = build_model(spec)
     try:
         model.load_state_dict(blob["state_dict"])
