@@ -302,6 +302,21 @@ def test_results_csv_has_mean_and_std_over_seeds(tiny_store, tmp_path):
     assert r.exit_code == 2 and "does not exist" in r.output
 
 
+def test_results_and_report_name_their_store_and_report_has_a_default_folder(tiny_store):
+    _, store, _ = tiny_store
+    r = CliRunner().invoke(app, ["results", "--store", str(store)])
+    assert r.exit_code == 0 and f"study 'tiny' from {store}: 4 finished runs" in r.output.replace("\n", "")
+    r = CliRunner().invoke(app, ["results", "--store", str(store), "--format", "csv"])
+    assert r.exit_code == 0 and r.stdout.startswith("study,dataset,")  # stdout stays pure CSV ...
+    assert f"from {store}" in r.stderr  # ... and the store is named on stderr
+    r = CliRunner().invoke(app, ["report", "--store", str(store)])
+    assert r.exit_code == 0, r.output
+    folder = store.parent / "reports" / "tiny"
+    assert (folder / "report.html").is_file() and (folder / "report.md").is_file()
+    printed = r.output.replace("\n", "")
+    assert f"from {store}" in printed and str(folder / "report.html") in printed
+
+
 # ------------------------------------------------------------------ Ray
 def test_ray_executor_local_cluster(tiny_store, tmp_path):
     pytest.importorskip("ray")
