@@ -347,3 +347,14 @@ def test_ray_missing_gives_install_hint(tiny_store, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(ObliviateError, match=r"pip install obliviate\[ray\]"):
         bench(tiny_store[0], executor="ray")
+
+
+def test_built_in_demo_study_is_valid_and_small(tmp_path):
+    """``obliviate demo`` runs this study on a new user's laptop: it must validate (every parameter in its
+    declared range) and stay the size its README timing was measured at."""
+    from obliviate.cli.demo_cmd import demo_study
+
+    res = bench(demo_study(), tmp_path / "demo.sqlite", dry_run=True)
+    assert [t.method for t in res.plan.tasks] == ["original", "retrain", "unsir", "fcalb", "finetune"]
+    (ds,) = res.study.datasets
+    assert ds.spec["train_per_class"] == 500 and res.study.evaluate["relearn"] is False
