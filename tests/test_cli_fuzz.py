@@ -79,6 +79,7 @@ def files(digits_run, tmp_path_factory) -> dict[str, Path]:
                "nan-param.yaml": STUDY.replace("[retrain, finetune]", "[retrain, {name: finetune, params: {lr: .nan}}]"),
                "neg-lr.yaml": STUDY.replace("lr: 0.05", "lr: -0.05"),
                "unknown-method.yaml": STUDY.replace("finetune]", "finetuning]"),
+               "neg-seed.yaml": STUDY.replace("seeds: [0]", "seeds: [-1]"),
                "list.yaml": "- just\n- a list\n"}
     for name, text in studies.items():
         (root / name).write_text(text)
@@ -141,6 +142,8 @@ CASES = {
     "forget class negative": (F + ["--forget-class", "-1"], "out of range"),
     "forget class not a number": (F + ["--forget-class", "three"], "Invalid value for '--forget-class'"),
     "forget no request": (F, "exactly one"),
+    "forget negative seed": (F + ["--forget-fraction", "0.1", "--seed", "-1"], "Invalid value for '--seed'"),
+    "train negative seed": (T + ["--seed", "-1"], "train: seed=-1 is out of range (allowed: >= 0)"),
     "forget two requests": (F + ["--forget-class", "1", "--forget-fraction", "0.1"], "exactly one"),
     "forget fraction 1.5": (F + ["--forget-fraction", "1.5"], "fraction must be in (0, 1)"),
     "forget fraction nan": (F + ["--forget-fraction", "nan"], "fraction"),
@@ -171,6 +174,9 @@ CASES = {
     "evaluate retrained corrupt": (E + ["--unlearned", "{unlearned}", "--retrained", "{bad-json}"], "corrupt"),
     "evaluate out is a file": (E + ["--unlearned", "{unlearned}", "--out", "{root}/a-file"], "not a directory"),
     "evaluate seed not a number": (E + ["--unlearned", "{unlearned}", "--seed", "x"], "Invalid value for '--seed'"),
+    "evaluate negative seed": (E + ["--unlearned", "{unlearned}", "--seed", "-3"], "Invalid value for '--seed'"),
+    "bench negative seed": (["bench", "{root}/neg-seed.yaml"], "seeds must be a non-empty list of distinct integers >= 0"),
+    "bench workers 0": (["bench", "{root}/study.yaml", "--executor", "ray", "--workers", "0"], "--workers"),
     # bench
     "bench study missing": (["bench", "{root}/none.yaml"], "does not exist"),
     "bench study syntax": (["bench", "{root}/syntax.yaml"], "YAML syntax error"),

@@ -63,7 +63,7 @@ def bench_command(
     executor: str = typer.Option("local", "--executor", help="local (this process) or ray"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (auto, ray://host:port); "
                                                                           "default: start Ray on this machine"),
-    workers: Optional[int] = typer.Option(None, "--workers", help="CPUs for a local Ray (one run per CPU)"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="CPUs for a local Ray (one run per CPU)"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: the study's, else auto)"),
     data_root: Optional[List[str]] = typer.Option(None, "--data-root", help="DATASET=PATH, overrides the study's "
                                                                            "data_root (repeatable)"),

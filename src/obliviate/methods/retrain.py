@@ -54,7 +54,7 @@ class Retrain(Method):
         weight_decay: float | None = param(None, like=declared(TrainConfig, "weight_decay"))
         schedule: str | None = param(None, like=declared(TrainConfig, "schedule"))
         label_smoothing: float | None = param(None, like=declared(TrainConfig, "label_smoothing"))
-        seed: int | None = None
+        seed: int | None = param(None, like=declared(TrainConfig, "seed"))
         blocks: int | None = param(None, like=declared(TrainConfig, "blocks"))
         epochs_per_block: int | None = param(None, like=declared(TrainConfig, "epochs_per_block"))
 

@@ -51,7 +51,7 @@ class TrainConfig:
     schedule: str = param("onecycle", choices=SCHEDULES)
     label_smoothing: float = param(0.0, ge=0, lt=1)
     augment: str | None = param(None, choices=AUGMENTS)  # None: the data set's default
-    seed: int = 0
+    seed: int = param(0, ge=0)
     snapshot_every: int = param(0, ge=0)  # steps; 0 = no step snapshots
     blocks: int = param(0, ge=0)  # >0: block-incremental training (DeepObliviate)
     epochs_per_block: int = param(1, ge=1)
