@@ -35,7 +35,8 @@ def demo_command(
     methods = [t.method for t in plan.plan.tasks]
     console.print(f"1. train the original CNN and the reference retrained without the forgotten class, then\n"
                   f"2. run and evaluate {len(methods)} methods one by one ({', '.join(methods)}),\n"
-                  f"3. write the report. About two minutes on 2 CPU cores; finished steps are reused on a re-run.",
+                  f"3. write the report. About two minutes of CPU work (README: measured phases);\n"
+                  f"finished steps are reused on a re-run.",
                   highlight=False)
     t0 = time.perf_counter()
     done = iter(range(1, len(methods) + 1))
