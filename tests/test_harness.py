@@ -358,3 +358,17 @@ def test_built_in_demo_study_is_valid_and_small(tmp_path):
     assert [t.method for t in res.plan.tasks] == ["original", "retrain", "unsir", "fcalb", "finetune"]
     (ds,) = res.study.datasets
     assert ds.spec["train_per_class"] == 500 and res.study.evaluate["relearn"] is False
+
+
+def test_demo_command_reports_each_method_and_ends_with_the_report_path(tmp_path, monkeypatch):
+    import obliviate.cli.demo_cmd as demo_cmd
+
+    study = tmp_path / "tiny.yaml"
+    study.write_text(TINY.replace("seeds: [0, 1]", "seeds: [0]"))
+    monkeypatch.setattr(demo_cmd, "demo_study", lambda: study)
+    r = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    lines = [x for x in r.output.splitlines() if x.strip()]
+    assert any("[1/2] retrain: done" in x for x in lines) and any("[2/2] finetune: done" in x for x in lines)
+    assert lines[-1].startswith(f"report: {tmp_path / 'demo' / 'report.html'}")
+    assert (tmp_path / "demo" / "report.html").is_file()
