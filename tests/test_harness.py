@@ -161,9 +161,10 @@ def test_failed_run_is_recorded_and_retried(tmp_path, tiny_store):
     _, _, work = tiny_store
     study = tmp_path / "fail.yaml"
     study.write_text(TINY.replace("name: tiny", "name: fail").replace("seeds: [0, 1]", "seeds: [0]")
-                     .replace("  - retrain\n", "").replace("params: {epochs: 0.5}", "params: {epochs: 0.5, optimizer: nosuch}"))
-    res = bench(study, tmp_path / "r.sqlite", work=work)
-    assert len(res.outcome.failed) == 1 and "nosuch" in res.outcome.failed[0]["error"]
+                     .replace("  - retrain\n", "").replace("name: finetune", "name: scrub")
+                     .replace("params: {epochs: 0.5}", "params: {epochs: 1, lr_decay_epochs: 'soon'}"))
+    res = bench(study, tmp_path / "r.sqlite", work=work)  # passes the study checks, fails when it runs
+    assert len(res.outcome.failed) == 1 and "'soon' is not a comma list" in res.outcome.failed[0]["error"]
     with Store(tmp_path / "r.sqlite") as st:
         assert [r["status"] for r in st.rows("fail", status=None)] == ["failed"]
     res2 = bench(study, tmp_path / "r.sqlite", work=work)
