@@ -161,9 +161,10 @@ def test_failed_run_is_recorded_and_retried(tmp_path, tiny_store):
     _, _, work = tiny_store
     study = tmp_path / "fail.yaml"
     study.write_text(TINY.replace("name: tiny", "name: fail").replace("seeds: [0, 1]", "seeds: [0]")
-                     .replace("  - retrain\n", "").replace("params: {epochs: 0.5}", "params: {epochs: 0.5, optimizer: nosuch}"))
-    res = bench(study, tmp_path / "r.sqlite", work=work)
-    assert len(res.outcome.failed) == 1 and "nosuch" in res.outcome.failed[0]["error"]
+                     .replace("  - retrain\n", "").replace("name: finetune", "name: scrub")
+                     .replace("params: {epochs: 0.5}", "params: {epochs: 1, lr_decay_epochs: 'soon'}"))
+    res = bench(study, tmp_path / "r.sqlite", work=work)  # passes the study checks, fails when it runs
+    assert len(res.outcome.failed) == 1 and "'soon' is not a comma list" in res.outcome.failed[0]["error"]
     with Store(tmp_path / "r.sqlite") as st:
         assert [r["status"] for r in st.rows("fail", status=None)] == ["failed"]
     res2 = bench(study, tmp_path / "r.sqlite", work=work)
@@ -186,6 +187,16 @@ BAD = [
      "bad.yaml:7: requests[0]: a request takes exactly one of"),
     ("duplicate key", TINY.replace("seeds: [0, 1]", "seeds: [0, 1]\nseeds: [2]"),
      "bad.yaml:14: key 'seeds' appears twice (first on line 13)"),
+    ("param not finite", TINY.replace("params: {epochs: 0.5}", "params: {epochs: 0.5, lr: .nan}"),
+     "bad.yaml:12: methods[1].params.lr: finetune: lr=nan is not a finite number (allowed: > 0)"),
+    ("param out of range in a grid", TINY.replace("params: {epochs: 0.5}", "params: {epochs: [0.5, 0]}"),
+     "bad.yaml:12: methods[1].params.epochs: finetune: epochs=0 is out of range (allowed: > 0)"),
+    ("param unknown choice", TINY.replace("params: {epochs: 0.5}", "params: {optimizer: rmsprop}"),
+     "bad.yaml:12: methods[1].params.optimizer: finetune: unknown optimizer 'rmsprop'; choose one of: sgd, adam"),
+    ("train option out of range", TINY.replace("lr: 0.05}", "lr: -0.05}"),
+     "bad.yaml:5: train.lr: train: lr=-0.05 is out of range (allowed: > 0)"),
+    ("train option unknown choice", TINY.replace("lr: 0.05}", "lr: 0.05, schedule: linear}"),
+     "bad.yaml:5: train.schedule: train: unknown schedule 'linear'; choose one of: onecycle, cosine, constant"),
 ]
 
 
@@ -207,6 +218,8 @@ DATA_BAD = [
      "bad.yaml:4: models[0]: model 'cnn' does not fit data set 'letter'"),
     ("id not in training set", TINY.replace("classes: [3]", "ids: [1, 99999]"),
      "bad.yaml:7: requests[0]: on data set 'digits': sample id 99999 is not in the training set"),
+    ("data cap out of range", TINY.replace("  - name: digits\n", "  - name: digits\n    train_per_class: -5\n"),
+     "bad.yaml:3: datasets[0]: data: train_per_class=-5 is out of range (allowed: >= 1)"),
 ]
 
 
@@ -290,6 +303,21 @@ def test_results_csv_has_mean_and_std_over_seeds(tiny_store, tmp_path):
     assert r.exit_code == 2 and "does not exist" in r.output
 
 
+def test_results_and_report_name_their_store_and_report_has_a_default_folder(tiny_store):
+    _, store, _ = tiny_store
+    r = CliRunner().invoke(app, ["results", "--store", str(store)])
+    assert r.exit_code == 0 and f"study 'tiny' from {store}: 4 finished runs" in r.output.replace("\n", "")
+    r = CliRunner().invoke(app, ["results", "--store", str(store), "--format", "csv"])
+    assert r.exit_code == 0 and r.stdout.startswith("study,dataset,")  # stdout stays pure CSV ...
+    assert f"from {store}" in r.stderr  # ... and the store is named on stderr
+    r = CliRunner().invoke(app, ["report", "--store", str(store)])
+    assert r.exit_code == 0, r.output
+    folder = store.parent / "reports" / "tiny"
+    assert (folder / "report.html").is_file() and (folder / "report.md").is_file()
+    printed = r.output.replace("\n", "")
+    assert f"from {store}" in printed and str(folder / "report.html") in printed
+
+
 # ------------------------------------------------------------------ Ray
 def test_ray_executor_local_cluster(tiny_store, tmp_path):
     pytest.importorskip("ray")
@@ -320,3 +348,28 @@ def test_ray_missing_gives_install_hint(tiny_store, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(ObliviateError, match=r"pip install obliviate\[ray\]"):
         bench(tiny_store[0], executor="ray")
+
+
+def test_built_in_demo_study_is_valid_and_small(tmp_path):
+    """``obliviate demo`` runs this study on a new user's laptop: it must validate (every parameter in its
+    declared range) and stay the size its README timing was measured at."""
+    from obliviate.cli.demo_cmd import demo_study
+
+    res = bench(demo_study(), tmp_path / "demo.sqlite", dry_run=True)
+    assert [t.method for t in res.plan.tasks] == ["original", "retrain", "unsir", "fcalb", "finetune"]
+    (ds,) = res.study.datasets
+    assert ds.spec["train_per_class"] == 500 and res.study.evaluate["relearn"] is False
+
+
+def test_demo_command_reports_each_method_and_ends_with_the_report_path(tmp_path, monkeypatch):
+    import obliviate.cli.demo_cmd as demo_cmd
+
+    study = tmp_path / "tiny.yaml"
+    study.write_text(TINY.replace("seeds: [0, 1]", "seeds: [0]"))
+    monkeypatch.setattr(demo_cmd, "demo_study", lambda: study)
+    r = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    lines = [x for x in r.output.splitlines() if x.strip()]
+    assert any("[1/2] retrain: done" in x for x in lines) and any("[2/2] finetune: done" in x for x in lines)
+    assert lines[-1].startswith(f"report: {tmp_path / 'demo' / 'report.html'}")
+    assert (tmp_path / "demo" / "report.html").is_file()

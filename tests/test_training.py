@@ -90,7 +90,7 @@ def test_bad_configs_are_refused(digits):
         train(digits, TrainConfig(blocks=2, snapshot_every=3, **FAST))
     with pytest.raises(ObliviateError, match="unknown model"):
         train(digits, TrainConfig(**{**FAST, "model": "resnet99"}))
-    with pytest.raises(ObliviateError, match="learning rate"):
+    with pytest.raises(ObliviateError, match=r"train: lr=-1.0 is out of range \(allowed: > 0\)"):
         train(digits, TrainConfig(**{**FAST, "lr": -1.0}))
 
 
@@ -130,3 +130,46 @@ def test_atomic_write_leaves_old_file_intact_on_crash(tmp_path):
             raise RuntimeError("crash mid-write")
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temp file left behind
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine", "constant"])
+def test_many_small_blocks_train_with_every_schedule(digits, schedule):
+    """48 blocks of 28-29 digits at batch 8 are 4 steps each: torch's OneCycleLR divided by zero there."""
+    cfg = TrainConfig(model="cnn", blocks=48, epochs_per_block=1, batch_size=8, lr=0.05, schedule=schedule, seed=0)
+    result = train(digits, cfg)
+    assert result.record["steps"] == 48 * 4
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+    assert result.record["accuracy"]["test"] > 0.5  # it learned across the blocks
+
+
+def _lrs(make, total: int, lr: float) -> list[float]:
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=lr)
+    sched = make(opt, total)
+    out = []
+    for _ in range(total):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_one_cycle_keeps_torchs_learning_rates_and_works_for_any_length():
+    from obliviate.training.loop import OptimConfig, make_scheduler
+
+    def ours(opt, total):
+        return make_scheduler(opt, OptimConfig(lr=opt.param_groups[0]["lr"], schedule="onecycle"), total)
+
+    def torchs(opt, total):
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=opt.param_groups[0]["lr"], total_steps=total,
+                                                   pct_start=0.25, anneal_strategy="linear", div_factor=10.0,
+                                                   final_div_factor=100.0, cycle_momentum=False)
+
+    for total in [*range(5, 120), 391, 1000, 4690]:  # every length where torch's works: identical floats
+        for lr in (0.1, 0.05, 0.013):
+            assert _lrs(ours, total, lr) == _lrs(torchs, total, lr), (total, lr)
+    with pytest.raises(ZeroDivisionError):
+        _lrs(torchs, 4, 0.1)
+    for total in range(1, 5):  # too short to warm up: start at the peak, end at peak/1000
+        lrs = _lrs(ours, total, 0.1)
+        assert lrs[0] == 0.1 and all(a > b for a, b in zip(lrs, lrs[1:]))
+        assert total == 1 or lrs[-1] == pytest.approx(1e-4)

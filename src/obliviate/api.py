@@ -9,7 +9,8 @@ import torch
 from .data import DataBundle, DataSpec, ForgetRequest, load_data
 from .env import now_iso, pick_device, versions
 from .errors import CheckpointError
-from .methods import unlearn
+from .finite import require_finite
+from .methods import get_method, resolve_params, unlearn
 from .models import Classifier
 from .training import RunDir, TrainConfig, check_output_dir, finish_run, open_run
 
@@ -58,12 +59,21 @@ def forget(checkpoint: str | Path | Checkpoint, request: ForgetRequest, method: 
            device: str | None = None, overwrite: bool = False) -> tuple[Classifier, dict]:
     """Unlearn ``request`` from a saved run with ``method``; with ``out``, save a run directory."""
     out_path = check_output_dir(out, overwrite) if out is not None else None
+    resolve_params(get_method(method), params)  # bad parameters fail before the checkpoint is loaded
     ck = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, device)
     model, record = unlearn(ck.model, ck.data, request, method, params=params, device=device, seed=seed,
                             train_config=ck.train_config, run_path=ck.path)
+    require_finite(model, "the unlearned model", _diverged_hint(method, record["params"]))
     record = {"kind": "forget", "original": str(ck.path.resolve()), "data": ck.data.describe(),
               "model": model.spec.to_dict(), "config": ck.train_config.to_dict(), "versions": versions(),
               "finished": now_iso(), **record}
     if out_path is not None:
         finish_run(out_path, model, record)
     return model, record
+
+
+def _diverged_hint(method: str, params: dict) -> str:
+    lrs = {k: v for k, v in params.items() if (k == "lr" or k.endswith("_lr")) and isinstance(v, (int, float))}
+    now = ", ".join(f"{k}={v:g}" for k, v in lrs.items())
+    return (f"{method} diverged; lower its learning rate (--param {next(iter(lrs), 'lr')}=...{', now ' + now if now else ''})"
+            " and re-run; nothing was saved")

@@ -7,16 +7,46 @@ from typing import Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from ..errors import ObliviateError
 from ..progress import enable_progress
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="obliviate: make a trained classifier forget chosen training data, and prove it.")
 console = Console()
 if not console.is_terminal and console.width < 140:  # piped or captured: rich falls back to 80 columns,
     console = Console(width=140)                     # which truncates the metric tables
 err_console = Console(stderr=True)
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (a flag's value of the wrong type, an unknown or missing option) as one line on stderr
+    with exit code 2, like every other user error: not a usage box that scripts and logs break up."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.Abort:
+            err_console.print("aborted")
+            sys.exit(1)
+        except Exception as exc:  # click's exceptions (typer vendors its own copy of click): known by their API
+            if not (callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int)):
+                raise
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `obliviate`: the help text, as before
+                exc.show()
+            else:
+                ctx = getattr(exc, "ctx", None)
+                where = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+                err_console.print(f"[bold red]error:[/] {escape(exc.format_message() + where)}", highlight=False,
+                                  soft_wrap=True)
+            sys.exit(exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="obliviate: make a trained classifier forget chosen training data, and prove it.")
 
 
 def cli_command(fn: Callable) -> Callable:

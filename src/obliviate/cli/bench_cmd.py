@@ -65,7 +65,7 @@ def bench_command(
     executor: str = typer.Option("local", "--executor", help="local (this process) or ray"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (auto, ray://host:port); "
                                                                           "default: start Ray on this machine"),
-    workers: Optional[int] = typer.Option(None, "--workers", help="CPUs for a local Ray (one run per CPU)"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="CPUs for a local Ray (one run per CPU)"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: the study's, else auto)"),
     data_root: Optional[List[str]] = typer.Option(None, "--data-root", help="DATASET=PATH, overrides the study's "
                                                                            "data_root (repeatable)"),
@@ -102,7 +102,7 @@ def bench_command(
         ok, bad = len(res.outcome.done), len(res.outcome.failed)
         console.print(f"finished {ok} runs" + (f", [red]{bad} failed[/] (re-run to retry)" if bad else "") +
                       f"; results in {res.store}. Next: obliviate results --store {res.store} --study {s.name}; "
-                      f"obliviate report --store {res.store} --study {s.name} --out report/", highlight=False)
+                      f"obliviate report --store {res.store} --study {s.name}", highlight=False)
         if bad:
             raise typer.Exit(1)
     else:
@@ -135,6 +135,11 @@ def results_command(
         n_failed = len(st.rows(name, status="failed"))
     if not rows:
         raise ObliviateError(f"study {name!r} has no finished run in {store}")
+    source = f"study {name!r} from {store}: {len(rows)} finished runs"
+    if format == "csv" and out is None:  # stdout is the CSV: say where it came from on stderr
+        err_console.print(source, highlight=False)
+    else:
+        console.print(source, highlight=False)
     frame = rows_frame(rows) if raw else aggregate(rows)
     if format == "csv":
         if out is None:
@@ -157,15 +162,25 @@ def results_command(
     print_results(name, rows, all_metrics=all_metrics, n_failed=n_failed)
 
 
+def default_report_dir(store: Path, study: str) -> Path:
+    """Where a report goes without --out: ``reports/<study>/`` beside the store."""
+    return store.parent / "reports" / study
+
+
 @app.command("report")
 @cli_command
 def report_command(
-    out: Path = typer.Option(..., "--out", help="folder for report.html, report.md and figures/"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder for report.html, report.md and figures/ "
+                                                           "(default: reports/STUDY/ beside the store)"),
     store: Path = typer.Option(DEFAULT_STORE, "--store", help=STORE_HELP),
     study: Optional[str] = typer.Option(None, "--study", help="study name (needed when the store holds several)"),
 ) -> None:
     """Write a self-contained HTML report (and Markdown) of a study's results."""
     from ..harness.report import write_report
+    from ..harness.store import Store, pick_study
 
-    html, md = write_report(store, out, study)
-    console.print(f"wrote {html} and {md}")
+    with Store(store, create=False) as st:
+        name = pick_study(st, study)
+    console.print(f"reading study {name!r} from {store}", highlight=False)
+    html, md = write_report(store, out if out is not None else default_report_dir(store, name), name)
+    console.print(f"wrote {html} and {md}", highlight=False)

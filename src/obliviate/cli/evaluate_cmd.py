@@ -54,7 +54,7 @@ def evaluate_command(
     out: Path = typer.Option(..., "--out", help="folder for metrics.json and the PNG figures"),
     no_figures: bool = typer.Option(False, "--no-figures", help="write metrics.json only"),
     no_relearn: bool = typer.Option(False, "--no-relearn", help="skip the relearn-time fine-tuning (slowest part)"),
-    seed: int = typer.Option(0, "--seed", help="seed of every subsample, CV split, relearn order and random model"),
+    seed: int = typer.Option(0, "--seed", min=0, help="seed of every subsample, CV split, relearn order and random model"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1, … (default: cuda if present)"),
 ) -> None:
     """Measure how well an unlearned model forgot and what it cost; writes metrics.json and figures."""

@@ -39,7 +39,7 @@ def forget_command(
     forget_ids: Optional[Path] = typer.Option(None, "--forget-ids", help="file of training sample ids (text or .npy)"),
     forget_fraction: Optional[float] = typer.Option(None, "--forget-fraction", help="random fraction of the training set"),
     param: Optional[List[str]] = typer.Option(None, "--param", help="method parameter key=value (repeatable)"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0),
     subset_per_class: int = typer.Option(1000, "--subset-per-class", help="size of the retain subset D_sub per class"),
     device: Optional[str] = typer.Option(None, "--device"),
     force: bool = typer.Option(False, "--force", help="overwrite a finished run in --out"),

@@ -55,7 +55,7 @@ def train_command(
                       weight_decay=weight_decay, schedule=schedule, label_smoothing=label_smoothing, augment=augment,
                       seed=seed, snapshot_every=snapshot_every, blocks=blocks, epochs_per_block=epochs_per_block,
                       compile=compile)
-    cfg.validate()
+    cfg.validate()  # every option against its declared range, before loading anything
     if model not in MODELS:
         from ..errors import ObliviateError
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ObliviateError
+from ..params import check_fields, param
 from .dataset import ArrayData, DataBundle
 from .sources import SOURCES, cached_source
 
@@ -22,10 +22,10 @@ class DataSpec:
 
     name: str
     root: str | None = None
-    val_fraction: float = 0.05
-    test_fraction: float = 0.2  # only for sources without an official test split
-    train_per_class: int | None = None  # cap for quick runs; None = all
-    test_per_class: int | None = None
+    val_fraction: float = param(0.05, ge=0, lt=1)
+    test_fraction: float = param(0.2, ge=0, lt=1)  # only for sources without an official test split
+    train_per_class: int | None = param(None, ge=1)  # cap for quick runs; None = all
+    test_per_class: int | None = param(None, ge=1)
     split_seed: int = 0
 
     def to_dict(self) -> dict:
@@ -76,10 +76,7 @@ def load_data(spec: DataSpec | str, **overrides) -> DataBundle:
         spec = DataSpec(spec, **overrides)
     elif overrides:
         spec = DataSpec(**{**spec.to_dict(), **overrides})
-    for name in ("val_fraction", "test_fraction"):
-        v = getattr(spec, name)
-        if not 0.0 <= v < 1.0:
-            raise ObliviateError(f"{name} must be in [0, 1), got {v}")
+    check_fields(spec, "data")
     raw, digest = cached_source(spec.name, spec.root)
     x, y = raw.x_train, raw.y_train
     if raw.x_test is None:

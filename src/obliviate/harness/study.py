@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from ..errors import ObliviateError
+from ..params import check_value, declared
 
 #: Pseudo-methods the harness runs itself: ``original`` evaluates θ₀ unchanged (the "before" row) and
 #: ``retrain`` is the exact-unlearning reference (train from scratch on D_r with the original recipe),
@@ -215,6 +216,10 @@ def _check_train(doc: Located, path: tuple, train: Any) -> dict:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise doc.error(path + (k,), f"unknown training option {k!r}{hint}")
         out[k] = _coerce(doc, path + (k,), v, hints[k])
+        try:
+            check_value("train", k, out[k], hints[k], declared(TrainConfig, k))
+        except ObliviateError as exc:
+            raise doc.error(path + (k,), str(exc)) from None
     return out
 
 
@@ -376,6 +381,8 @@ def parse_study(text: str, file: str = "<study>", *, data_roots: dict[str, str] 
             if req["subset_per_class"] < 1:
                 raise doc.error(p + ("subset_per_class",), "subset_per_class must be >= 1")
         seed = _expect(doc, p + ("seed",), e["seed"], int, "an integer") if e.get("seed") is not None else None
+        if seed is not None and seed < 0:
+            raise doc.error(p + ("seed",), f"seed must be >= 0, got {seed}")
         label = e.get("label")
         if label is None:
             if "classes" in req:
@@ -450,8 +457,8 @@ def parse_study(text: str, file: str = "<study>", *, data_roots: dict[str, str] 
     seeds_list = seeds_raw if isinstance(seeds_raw, list) else [seeds_raw]
     seeds = [_expect(doc, ("seeds", j) if isinstance(seeds_raw, list) else ("seeds",), s, int, "an integer seed")
              for j, s in enumerate(seeds_list)]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise doc.error(("seeds",), "seeds must be a non-empty list of distinct integers")
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise doc.error(("seeds",), "seeds must be a non-empty list of distinct integers >= 0")
     ev = _expect(doc, ("evaluate",), d.get("evaluate") or {}, dict, "a mapping")
     _unknown_keys(doc, ("evaluate",), ev, EVAL_KEYS, "evaluate")
     evaluate = {"relearn": True, "figures": True, "keep_models": False}

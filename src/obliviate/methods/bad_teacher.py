@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from ..data.dataset import concat
-from ..errors import ObliviateError
 from ..models import build_model
+from ..params import OPTIMIZERS, param
 from ..training.loop import OptimConfig, fine_tune
 from .base import FORGET, RETAIN, Method, register
 
@@ -34,19 +34,17 @@ class BadTeacher(Method):
 
     @dataclass
     class Params:
-        retain_fraction: float = 0.3
-        temperature: float = 1.0
-        epochs: float = 10.0
-        lr: float = 1e-3
-        batch_size: int = 64
-        optimizer: str = "adam"
+        retain_fraction: float = param(0.3, ge=0, le=1)
+        temperature: float = param(1.0, gt=0)
+        epochs: float = param(10.0, gt=0)
+        lr: float = param(1e-3, gt=0)
+        batch_size: int = param(64, ge=1)
+        optimizer: str = param("adam", choices=OPTIMIZERS)
 
     presets = {"paper": {"retain_fraction": 0.3, "temperature": 1.0, "epochs": 1.0, "lr": 1e-4,
                          "batch_size": 256, "optimizer": "adam"}}
 
     def run(self, ctx, p):
-        if not 0.0 <= p.retain_fraction <= 1.0:
-            raise ObliviateError(f"retain_fraction must be in [0, 1], got {p.retain_fraction}")
         retain = ctx.retain
         n = int(round(p.retain_fraction * len(retain)))
         pick = torch.randperm(len(retain), device=ctx.device, generator=ctx.generator(1))[:n]

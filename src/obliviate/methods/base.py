@@ -27,6 +27,7 @@ from ..data.splits import default_augment
 from ..env import pick_device, seed_everything, sync
 from ..errors import AccessError, ObliviateError
 from ..models import Classifier
+from ..params import check_fields
 
 FORGET, RETAIN, RETAIN_SUBSET, SNAPSHOTS = "forget", "retain", "retain_subset", "snapshots"
 ACCESS_KINDS = frozenset({FORGET, RETAIN, RETAIN_SUBSET, SNAPSHOTS})
@@ -167,7 +168,8 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
 
 
 def resolve_params(method: Method, params: dict | None) -> Any:
-    """Defaults ← preset ← user values, with unknown names and bad types rejected by name."""
+    """Defaults ← preset ← user values, with unknown names, bad types and values outside the ranges the
+    ``Params`` fields declare (``obliviate.params.param``) rejected by name, before any work is done."""
     params = dict(params or {})
     values: dict[str, Any] = {}
     preset = params.pop("preset", None)
@@ -183,7 +185,9 @@ def resolve_params(method: Method, params: dict | None) -> Any:
         if key not in names:
             raise ObliviateError(f"{method.name}: unknown parameter {k!r}; valid: {', '.join(sorted(names))}")
         values[key] = _convert(v, hints.get(key, str), k)
-    return method.Params(**values)
+    p = method.Params(**values)
+    check_fields(p, method.name)
+    return p
 
 
 def parse_param_strings(items: list[str] | None) -> dict[str, str]:

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..data.dataset import ArrayData
 from ..data.pipeline import predict
+from ..params import OPTIMIZERS, param
 from ..training.loop import OptimConfig, fine_tune
 from .base import FORGET, Method, register
 
@@ -63,12 +64,12 @@ class BoundaryShrink(Method):
 
     @dataclass
     class Params:
-        eps: float = 0.1
-        epochs: float = 10.0
-        lr: float = 1e-3
-        batch_size: int = 64
-        optimizer: str = "sgd"
-        momentum: float = 0.9
+        eps: float = param(0.1, gt=0)
+        epochs: float = param(10.0, gt=0)
+        lr: float = param(1e-3, gt=0)
+        batch_size: int = param(64, ge=1)
+        optimizer: str = param("sgd", choices=OPTIMIZERS)
+        momentum: float = param(0.9, ge=0, lt=1)
 
     presets = {"paper": {"eps": 0.1, "epochs": 10.0, "lr": 1e-5}}
 
@@ -101,11 +102,11 @@ class BoundaryExpand(Method):
 
     @dataclass
     class Params:
-        epochs: float = 10.0
-        lr: float = 2e-4
-        batch_size: int = 64
-        optimizer: str = "sgd"
-        momentum: float = 0.9
+        epochs: float = param(10.0, gt=0)
+        lr: float = param(2e-4, gt=0)
+        batch_size: int = param(64, ge=1)
+        optimizer: str = param("sgd", choices=OPTIMIZERS)
+        momentum: float = param(0.9, ge=0, lt=1)
 
     presets = {"paper": {"epochs": 10.0, "lr": 1e-5}}
 

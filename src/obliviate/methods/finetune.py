@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..training.loop import OptimConfig, fine_tune
+from ..params import OPTIMIZERS, param
 from .base import RETAIN, Method, register
 
 
@@ -15,11 +16,11 @@ class FineTune(Method):
 
     @dataclass
     class Params:
-        epochs: float = 3.0
-        lr: float = 0.02
-        batch_size: int = 128
-        optimizer: str = "sgd"
-        weight_decay: float = 5e-4
+        epochs: float = param(3.0, gt=0)
+        lr: float = param(0.02, gt=0)
+        batch_size: int = param(128, ge=1)
+        optimizer: str = param("sgd", choices=OPTIMIZERS)
+        weight_decay: float = param(5e-4, ge=0)
 
     def run(self, ctx, p):
         optim = OptimConfig(p.optimizer, p.lr, 0.9, p.weight_decay, "cosine")

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from ..data.pipeline import BatchStream
-from ..errors import ObliviateError
+from ..params import param
 from .base import RETAIN, Method, register
 
 
@@ -69,18 +69,14 @@ class Fisher(Method):
 
     @dataclass
     class Params:
-        alpha: float = 1e-6
-        labels: str = "expected"  # expected | sampled | true
-        max_samples: int | None = None  # subsample D_r (seeded) to bound the cost on large sets
-        batch_size: int = 64
+        alpha: float = param(1e-6, gt=0)
+        labels: str = param("expected", choices=("expected", "sampled", "true"))
+        max_samples: int | None = param(None, ge=1)  # subsample D_r (seeded) to bound the cost on large sets
+        batch_size: int = param(64, ge=1)
 
     presets = {"paper": {"alpha": 1e-6, "labels": "expected"}}
 
     def run(self, ctx, p):
-        if p.labels not in ("expected", "sampled", "true"):
-            raise ObliviateError(f"fisher: labels must be expected, sampled or true, got {p.labels!r}")
-        if p.alpha <= 0:
-            raise ObliviateError(f"fisher: alpha must be > 0, got {p.alpha}")
         model, data = ctx.model, ctx.retain
         if p.max_samples is not None and p.max_samples < len(data):
             data = data.subset(torch.randperm(len(data), device=ctx.device, generator=ctx.generator(3))[:p.max_samples])

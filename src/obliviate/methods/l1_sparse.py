@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.pipeline import BatchStream
+from ..params import OPTIMIZERS, param
 from ..training.loop import OptimConfig, fine_tune
 from .base import RETAIN, Method, register
 
@@ -30,13 +31,13 @@ class L1Sparse(Method):
 
     @dataclass
     class Params:
-        alpha: float = 0.01
-        epochs: int = 5
-        lr: float = 0.02
-        batch_size: int = 128
-        optimizer: str = "sgd"
-        momentum: float = 0.9
-        weight_decay: float = 0.0
+        alpha: float = param(0.01, ge=0)
+        epochs: int = param(5, ge=1)
+        lr: float = param(0.02, gt=0)
+        batch_size: int = param(128, ge=1)
+        optimizer: str = param("sgd", choices=OPTIMIZERS)
+        momentum: float = param(0.9, ge=0, lt=1)
+        weight_decay: float = param(0.0, ge=0)
 
     presets = {"paper": {"alpha": 0.2}}
 

@@ -29,6 +29,7 @@ from typing import Iterator
 import torch.nn.functional as F
 
 from ..data.pipeline import Batch, BatchStream
+from ..params import OPTIMIZERS, param
 from ..training.loop import OptimConfig, fine_tune
 from .base import FORGET, RETAIN, Method, register
 
@@ -49,12 +50,12 @@ class NegGrad(Method):
 
     @dataclass
     class Params:
-        epochs: float = 5.0
-        lr: float = 0.01
-        batch_size: int = 64
-        optimizer: str = "sgd"
-        momentum: float = 0.0
-        max_loss: float | None = None  # a sample stops ascending past this CE; None = ln K (chance)
+        epochs: float = param(5.0, gt=0)
+        lr: float = param(0.01, gt=0)
+        batch_size: int = param(64, ge=1)
+        optimizer: str = param("sgd", choices=OPTIMIZERS)
+        momentum: float = param(0.0, ge=0, lt=1)
+        max_loss: float | None = param(None, gt=0, inf=True)  # a sample stops ascending past this CE; None = ln K
 
     presets = {"unbounded": {"max_loss": float("inf"), "momentum": 0.9}}
 
@@ -80,14 +81,14 @@ class NegGradPlus(Method):
 
     @dataclass
     class Params:
-        alpha: float = 0.995
-        epochs: float = 5.0
-        lr: float = 0.01
-        batch_size: int = 64
-        forget_batch_size: int = 64
-        optimizer: str = "sgd"
-        momentum: float = 0.9
-        weight_decay: float = 5e-4
+        alpha: float = param(0.995, ge=0, le=1)
+        epochs: float = param(5.0, gt=0)
+        lr: float = param(0.01, gt=0)
+        batch_size: int = param(64, ge=1)
+        forget_batch_size: int = param(64, ge=1)
+        optimizer: str = param("sgd", choices=OPTIMIZERS)
+        momentum: float = param(0.9, ge=0, lt=1)
+        weight_decay: float = param(5e-4, ge=0)
 
     presets = {"paper": {"alpha": 0.9999, "epochs": 5.0, "lr": 0.01}}
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ..data.dataset import ArrayData, concat
+from ..params import OPTIMIZERS, SCHEDULES, param
 from ..training.loop import OptimConfig, fine_tune
 from .base import FORGET, RETAIN, Method, register
 
@@ -53,13 +54,13 @@ class RandomLabel(Method):
 
     @dataclass
     class Params:
-        epochs: float = 3.0
-        lr: float = 0.01
-        batch_size: int = 64
-        optimizer: str = "sgd"
-        momentum: float = 0.9
-        weight_decay: float = 5e-4
-        schedule: str = "constant"
+        epochs: float = param(3.0, gt=0)
+        lr: float = param(0.01, gt=0)
+        batch_size: int = param(64, ge=1)
+        optimizer: str = param("sgd", choices=OPTIMIZERS)
+        momentum: float = param(0.9, ge=0, lt=1)
+        weight_decay: float = param(5e-4, ge=0)
+        schedule: str = param("constant", choices=SCHEDULES)
 
     presets = {"paper": {"epochs": 10.0, "lr": 0.013}}
 

@@ -26,6 +26,7 @@ from ..data.dataset import ArrayData, DataBundle
 from ..env import seed_everything
 from ..errors import ObliviateError
 from ..models import build_model
+from ..params import declared, param
 from ..training.trainer import (TrainConfig, assign_blocks, load_block_assignment, prepare_model, train,
                                 train_block)
 from ..training.loop import make_optimizer
@@ -44,17 +45,18 @@ class Retrain(Method):
     @dataclass
     class Params:
         # None = take it from the original run's recipe (or TrainConfig's default without one)
-        epochs: int | None = None
-        batch_size: int | None = None
-        optimizer: str | None = None
-        lr: float | None = None
-        momentum: float | None = None
-        weight_decay: float | None = None
-        schedule: str | None = None
-        label_smoothing: float | None = None
-        seed: int | None = None
-        blocks: int | None = None
-        epochs_per_block: int | None = None
+        # the same ranges as TrainConfig's options
+        epochs: int | None = param(None, like=declared(TrainConfig, "epochs"))
+        batch_size: int | None = param(None, like=declared(TrainConfig, "batch_size"))
+        optimizer: str | None = param(None, like=declared(TrainConfig, "optimizer"))
+        lr: float | None = param(None, like=declared(TrainConfig, "lr"))
+        momentum: float | None = param(None, like=declared(TrainConfig, "momentum"))
+        weight_decay: float | None = param(None, like=declared(TrainConfig, "weight_decay"))
+        schedule: str | None = param(None, like=declared(TrainConfig, "schedule"))
+        label_smoothing: float | None = param(None, like=declared(TrainConfig, "label_smoothing"))
+        seed: int | None = param(None, like=declared(TrainConfig, "seed"))
+        blocks: int | None = param(None, like=declared(TrainConfig, "blocks"))
+        epochs_per_block: int | None = param(None, like=declared(TrainConfig, "epochs_per_block"))
 
     def run(self, ctx, p):
         cfg = recipe(ctx, p)

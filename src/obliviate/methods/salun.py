@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.pipeline import BatchStream
-from ..errors import ObliviateError
+from ..params import param
 from .base import FORGET, RETAIN, Method, register
 from .random_label import RandomLabel, random_label_fit
 
@@ -61,13 +61,11 @@ class SalUn(Method):
 
     @dataclass
     class Params(RandomLabel.Params):  # random-label's recipe plus the mask
-        mask_ratio: float = 0.5
+        mask_ratio: float = param(0.5, gt=0, le=1)
 
     presets = {"paper": {"mask_ratio": 0.5, "epochs": 10.0, "lr": 0.013}}
 
     def run(self, ctx, p):
-        if not 0.0 < p.mask_ratio <= 1.0:
-            raise ObliviateError(f"salun: mask_ratio must be in (0, 1], got {p.mask_ratio}")
         model = ctx.model
         masks = saliency_mask(model, ctx.forget, p.mask_ratio)
         pairs = [(q, masks[n]) for n, q in model.named_parameters() if n in masks]

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from ..data.pipeline import BatchStream
 from ..errors import ObliviateError
+from ..params import OPTIMIZERS, param
 from ..training.loop import OptimConfig, make_optimizer, run_epochs
 from .base import FORGET, RETAIN, Method, register
 
@@ -43,18 +44,18 @@ class Scrub(Method):
 
     @dataclass
     class Params:
-        epochs: int = 10
-        msteps: int = 3
-        temperature: float = 2.0
-        gamma: float = 1.0  # weight of CE on D_r
-        alpha: float = 0.5  # weight of KL on D_r
-        optimizer: str = "adam"
-        lr: float = 5e-4
-        momentum: float = 0.9
-        weight_decay: float = 5e-4
+        epochs: int = param(10, ge=1)
+        msteps: int = param(3, ge=0)
+        temperature: float = param(2.0, gt=0)
+        gamma: float = param(1.0, ge=0)  # weight of CE on D_r
+        alpha: float = param(0.5, ge=0)  # weight of KL on D_r
+        optimizer: str = param("adam", choices=OPTIMIZERS)
+        lr: float = param(5e-4, gt=0)
+        momentum: float = param(0.9, ge=0, lt=1)
+        weight_decay: float = param(5e-4, ge=0)
         lr_decay_epochs: str = "5,8,9"  # comma list of epochs (1-based) after which lr /= 10; "" = none
-        batch_size: int = 128
-        forget_batch_size: int = 32
+        batch_size: int = param(128, ge=1)
+        forget_batch_size: int = param(32, ge=1)
 
     presets = {
         "large": {"optimizer": "sgd", "lr": 5e-4, "momentum": 0.9, "weight_decay": 5e-4, "gamma": 0.99,
@@ -68,8 +69,6 @@ class Scrub(Method):
             decay = sorted({int(e) for e in p.lr_decay_epochs.replace(" ", "").split(",") if e})
         except ValueError as exc:
             raise ObliviateError(f"scrub: lr_decay_epochs={p.lr_decay_epochs!r} is not a comma list of epochs") from exc
-        if p.msteps < 0 or p.epochs < 1:
-            raise ObliviateError("scrub: epochs must be >= 1 and msteps >= 0")
         model, teacher, t = ctx.model, ctx.original, p.temperature
         forget = BatchStream(ctx.forget, p.forget_batch_size, augment=ctx.augment, seed=ctx.seed + 1)
         retain = BatchStream(ctx.retain, p.batch_size, augment=ctx.augment, seed=ctx.seed)

@@ -17,6 +17,7 @@ import torch
 from ..data.dataset import DataBundle
 from ..data.request import ForgetRequest
 from ..errors import ObliviateError
+from ..finite import require_finite, require_finite_outputs
 from ..io import write_json
 from .accuracy import accuracy, per_class_accuracy
 from .backdoor import backdoor_asr, backdoor_info
@@ -24,7 +25,7 @@ from .cost import cost_metrics
 from .divergence import activation_distance, mean_js, random_init_like, zrf_score
 from .gradcam import plot_gradcam_grid
 from .mia import MIA_ATTACKS, all_attacks
-from .outputs import cached_outputs, part_of
+from .outputs import cached_outputs, logits_of, part_of
 from .predictions import plot_prediction_distribution, prediction_distribution
 from .relearn import anamnesis_index, relearn_time
 from .weights import layer_distances, plot_layer_distances, total_distance
@@ -67,6 +68,19 @@ def check_compatible(data: DataBundle, **models: torch.nn.Module | None) -> None
                                  f"({_spec_tuple(ref)[0]}) differ in architecture; compare models of one kind")
 
 
+def check_finite(data: DataBundle, **models: torch.nn.Module | None) -> None:
+    """Refuse models with NaN/inf weights or outputs: every metric of such a model is garbage (or a crash in
+    scikit-learn). Run inside ``cached_outputs``, the forward passes are the ones the metrics reuse."""
+    hint = "it cannot be evaluated; redo its training or unlearning with a lower learning rate"
+    for name, m in models.items():
+        if m is None:
+            continue
+        require_finite(m, f"the {name} model", hint)
+        for part, on in ((data.train, "training"), (data.test, "test")):
+            if len(part):
+                require_finite_outputs(logits_of(m, part), f"the {name} model", on, hint)
+
+
 def _clean(value):
     if isinstance(value, float) and math.isnan(value):
         return None
@@ -90,6 +104,7 @@ def evaluate(original: torch.nn.Module, unlearned: torch.nn.Module, data: DataBu
     """
     check_compatible(data, original=original, unlearned=unlearned, retrained=retrained)
     with cached_outputs(original, unlearned, retrained):
+        check_finite(data, original=original, unlearned=unlearned, retrained=retrained)
         return _evaluate(original, unlearned, data, request, retrained, unlearn_record, retrain_record, out, figures,
                          seed, relearn)
 

@@ -47,12 +47,42 @@ def make_optimizer(params: Iterable[torch.nn.Parameter] | Iterable[dict], cfg: O
     raise ObliviateError(f"unknown optimizer {cfg.optimizer!r}; choose sgd, adam or adamw")
 
 
+class OneCycle(torch.optim.lr_scheduler.LRScheduler):
+    """One-cycle schedule: linear warm-up over the first quarter from lr/10 to lr, then linear decay to lr/1000.
+
+    The same learning rates as ``OneCycleLR(pct_start=0.25, anneal_strategy="linear", div_factor=10,
+    final_div_factor=100)``, bit for bit, wherever that works. torch's version divides by zero when the
+    warm-up phase is empty (exactly 4 steps: a block of block-incremental training can be that short);
+    here a run too short to warm up starts at the peak and decays, so any length of 1 step or more works.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, peak_lr: float, total_steps: int):
+        self.peak_lr, self.total_steps = float(peak_lr), max(1, int(total_steps))
+        super().__init__(optimizer)
+
+    def lr_at(self, step: int) -> float:
+        """OneCycleLR's formula (same operations, so the same floats) with the empty-phase case defined."""
+        start_lr = self.peak_lr / 10.0
+        min_lr = start_lr / 100.0
+        warm_end = float(0.25 * self.total_steps) - 1  # last warm-up step; <= 0: no room to warm up
+        end = self.total_steps - 1
+        if warm_end > 0 and step <= warm_end:
+            return (self.peak_lr - start_lr) * ((step - 0.0) / (warm_end - 0.0)) + start_lr
+        if warm_end > 0:
+            pct = (step - warm_end) / (end - warm_end)
+        else:
+            pct = step / end if end > 0 else 0.0
+        return (min_lr - self.peak_lr) * pct + self.peak_lr
+
+    def get_lr(self) -> list[float]:
+        return [self.lr_at(self.last_epoch) for _ in self.optimizer.param_groups]
+
+
 def make_scheduler(opt: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int):
+    """The schedule over ``total_steps`` optimiser steps (any number >= 1 works for every schedule)."""
     total_steps = max(1, total_steps)
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.25,
-                                                   anneal_strategy="linear", div_factor=10.0,
-                                                   final_div_factor=100.0, cycle_momentum=False)
+        return OneCycle(opt, cfg.lr, total_steps)
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
     if cfg.schedule == "constant":

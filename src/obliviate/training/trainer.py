@@ -12,6 +12,7 @@ Two snapshot modes serve two needs:
 """
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -24,9 +25,11 @@ from ..data.pipeline import AUGMENTS, BatchStream
 from ..data.splits import default_augment
 from ..env import now_iso, pick_device, seed_everything, sync, versions
 from ..errors import CheckpointError, ObliviateError
+from ..finite import require_finite
 from ..io import config_hash, write_npy
 from ..metrics.accuracy import accuracy
-from ..models import Classifier, model_for
+from ..models import MODELS, Classifier, model_for
+from ..params import OPTIMIZERS, SCHEDULES, check_fields, param
 from .checkpoint import (BLOCKS_FILE, SNAP_DIR, RunDir, check_output_dir, finish_run, first_line,
                          latest_snapshot, save_snapshot, snapshot_file)
 from .checkpoint import load_block_assignment, load_block_snapshot  # noqa: F401  (methods import them here)
@@ -35,22 +38,25 @@ from .loop import OptimConfig, cross_entropy, make_optimizer, make_scheduler, ru
 
 @dataclass
 class TrainConfig:
-    """How to train. Defaults suit ResNet-18 on CIFAR-10 and small models alike (one-cycle SGD)."""
+    """How to train. Defaults suit ResNet-18 on CIFAR-10 and small models alike (one-cycle SGD).
+
+    Each option's allowed values are declared with ``param`` and checked by ``validate``.
+    """
 
     model: str = "cnn"
-    epochs: int = 10
-    batch_size: int = 256
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "onecycle"
-    label_smoothing: float = 0.0
-    augment: str | None = None  # None: the data set's default
-    seed: int = 0
-    snapshot_every: int = 0  # steps; 0 = no step snapshots
-    blocks: int = 0  # >0: block-incremental training (DeepObliviate)
-    epochs_per_block: int = 1
+    epochs: int = param(10, ge=1)  # plain training; ignored in block mode
+    batch_size: int = param(256, ge=1)
+    optimizer: str = param("sgd", choices=OPTIMIZERS)
+    lr: float = param(0.1, gt=0)
+    momentum: float = param(0.9, ge=0, lt=1)
+    weight_decay: float = param(5e-4, ge=0)
+    schedule: str = param("onecycle", choices=SCHEDULES)
+    label_smoothing: float = param(0.0, ge=0, lt=1)
+    augment: str | None = param(None, choices=AUGMENTS)  # None: the data set's default
+    seed: int = param(0, ge=0)
+    snapshot_every: int = param(0, ge=0)  # steps; 0 = no step snapshots
+    blocks: int = param(0, ge=0)  # >0: block-incremental training (DeepObliviate)
+    epochs_per_block: int = param(1, ge=1)
     amp: bool = True  # bf16 autocast on CUDA
     channels_last: bool = True  # on CUDA, and on CPU for models that declare it (Classifier.wants_channels_last)
     compile: bool = False  # torch.compile on CUDA
@@ -68,18 +74,12 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def validate(self) -> None:
-        if self.epochs < 1 and self.blocks == 0:
-            raise ObliviateError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ObliviateError(f"batch size must be >= 1, got {self.batch_size}")
-        if self.lr <= 0:
-            raise ObliviateError(f"learning rate must be > 0, got {self.lr}")
-        if self.snapshot_every < 0 or self.blocks < 0 or self.epochs_per_block < 1:
-            raise ObliviateError("snapshot-every and blocks must be >= 0 and epochs-per-block >= 1")
+        """Every option against its declared range, before any work (``ObliviateError`` naming it)."""
+        check_fields(self, "train")
+        if self.model not in MODELS:
+            raise ObliviateError(f"unknown model {self.model!r}; choose one of: {', '.join(sorted(MODELS))}")
         if self.blocks and self.snapshot_every:
             raise ObliviateError("--blocks and --snapshot-every are two training modes: choose one")
-        if self.augment is not None and self.augment not in AUGMENTS:
-            raise ObliviateError(f"unknown augment {self.augment!r}; choose one of {', '.join(AUGMENTS)}")
 
 
 @dataclass
@@ -155,6 +155,7 @@ class _Progress:
     discard: bool  # --force: delete unusable snapshots instead of stopping
     t0: float
     prior_seconds: float = 0.0
+    fresh: Path | None = None  # the run folder this call created: removed if training diverges
 
     def seconds(self) -> float:
         return self.prior_seconds + time.perf_counter() - self.t0
@@ -202,6 +203,7 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
     cfg.validate()
     device = pick_device(device)
     out_path = check_output_dir(out, overwrite) if out is not None else None
+    fresh = out_path if out_path is not None and not out_path.exists() else None  # ours to remove on divergence
     full_train = bundle.train
     train_data = full_train
     keep = None
@@ -216,7 +218,8 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
     seed_everything(cfg.seed)
     model = prepare_model(model_for(cfg.model, bundle, **cfg.model_options), cfg, device)
     started = now_iso()
-    progress = _Progress(out_path / SNAP_DIR if out_path is not None else None, key, overwrite, time.perf_counter())
+    progress = _Progress(out_path / SNAP_DIR if out_path is not None else None, key, overwrite, time.perf_counter(),
+                         fresh=fresh)
     train_dev = train_data.to(device)
     optimizer = make_optimizer(model.parameters(), cfg.optim())
     if cfg.blocks:
@@ -231,6 +234,7 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
     if "interrupted_at_step" in snapshot_info or "interrupted_at_block" in snapshot_info:
         return TrainResult(model, snapshot_info)
     sync(device)
+    _check_diverged(model, cfg, fresh)
     record = {
         "kind": kind, "config": cfg.to_dict(), "config_hash": key, "seed": cfg.seed,
         "data": bundle.describe(), "model": model.spec.to_dict(), "device": str(device),
@@ -259,6 +263,7 @@ def _train_blocks(model, optimizer, train_dev: ArrayData, blocks: np.ndarray, cf
         block_data = train_dev.subset(torch.as_tensor(np.flatnonzero(blocks == j), device=device))
         step += train_block(model, optimizer, block_data, cfg, j, augment,
                             description=f"{kind} block {j + 1}/{cfg.blocks}")
+        _check_diverged(model, cfg, progress.fresh)
         if snap_dir is not None:
             progress.save("block", j + 1, model, optimizer, steps=step)
         if max_steps is not None and step >= max_steps:
@@ -266,6 +271,18 @@ def _train_blocks(model, optimizer, train_dev: ArrayData, blocks: np.ndarray, cf
     return step, {"mode": "blocks", "blocks": cfg.blocks, "epochs_per_block": cfg.epochs_per_block,
                   "files": [f"{SNAP_DIR}/{snapshot_file(Path(), 'block', j)}" for j in range(cfg.blocks + 1)],
                   "assignment": f"{SNAP_DIR}/{BLOCKS_FILE}"}
+
+
+def _check_diverged(model: Classifier, cfg: TrainConfig, remove: Path | None) -> None:
+    """NaN weights end the run: a diverged model is no result, and snapshots this call wrote are removed."""
+    warm = "" if cfg.schedule == "onecycle" else " or warm up with schedule onecycle"
+    try:
+        require_finite(model, "the trained model", f"training diverged; lower the learning rate (lr={cfg.lr:g})"
+                                                  f"{warm}; nothing was saved")
+    except ObliviateError:
+        if remove is not None:
+            shutil.rmtree(remove, ignore_errors=True)
+        raise
 
 
 def _train_steps(model, optimizer, train_dev: ArrayData, cfg: TrainConfig, augment: str, progress: _Progress,
