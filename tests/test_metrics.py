@@ -273,8 +273,9 @@ def test_gradcam_maps_have_the_input_size_and_finite_values(cnn_runs, small):
 
 class _TwoChannelCam(torch.nn.Module):
     """Constructed so GradCAM has a known answer: channel 0 is the image x, channel 1 is 1 − x; class 0's
-    logit is the mean of channel 0, class 1's the mean of channel 1. Class 0's map is then x, class
-    1's is 1 − x; a map built from activations alone (no gradients) would be flat, x + (1 − x) = 1."""
+    logit is mean(ch0) − mean(ch1), class 1's the opposite. On a black-and-white x, class 0's map is
+    ReLU(x − (1 − x)) ∝ x and class 1's ∝ 1 − x; a map from activations alone (no gradients) or from
+    |gradients| would be flat, x + (1 − x) = 1."""
 
     cam_layer = "conv"
 
@@ -285,7 +286,7 @@ class _TwoChannelCam(torch.nn.Module):
         with torch.no_grad():
             self.conv.weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
             self.conv.bias.copy_(torch.tensor([0.0, 1.0]))
-            self.head.weight.copy_(torch.eye(2))
+            self.head.weight.copy_(torch.tensor([[1.0, -1.0], [-1.0, 1.0]]))
 
     def forward(self, x):
         return self.head(self.conv(x).mean(dim=(2, 3)))
