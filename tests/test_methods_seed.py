@@ -307,6 +307,19 @@ def test_forget_ids_come_only_with_a_declaration(digits, digits_model):
     assert record["touched"] == {"forget_ids": 3}
     assert get_method("bad-teacher").needs >= {"forget"} and "forget_ids" not in get_method("bad-teacher").needs
 
+    class Blind(IdsOnly):  # declares neither: the request it sees names no ids either
+        name, needs = "test-blind", frozenset({"retain"})
+
+        def run(self, ctx, p):
+            _Probe.found = {"request_ids": ctx.request.ids, "kind": ctx.request.kind}
+            with pytest.raises(AccessError, match="forget_ids"):
+                ctx.forget_ids
+            return ctx.model
+
+    with _registered(Blind) as name:
+        _, record = unlearn(digits_model, digits, ForgetRequest.for_ids(ids), name)
+    assert _Probe.found == {"request_ids": (), "kind": "ids"} and record["request"]["ids"] == ids
+
 
 def test_fcalb_samples_declares_and_reads_the_forget_set(digits, digits_model):
     assert "forget" in get_method("fcalb-samples").needs and not get_method("fcalb-samples").zero_glance

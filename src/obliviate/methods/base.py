@@ -252,7 +252,8 @@ def unlearn(model: Classifier, data: DataBundle, request: ForgetRequest, method:
     original = copy.deepcopy(model).to(dev).eval()
     for q in original.parameters():
         q.requires_grad_(False)
-    ctx = UnlearnContext(model=work, original=original, request=request, forget_classes=tuple(request.classes),
+    shown = request if {FORGET, FORGET_IDS} & needs else dataclasses.replace(request, ids=())  # ids only if declared
+    ctx = UnlearnContext(model=work, original=original, request=shown, forget_classes=tuple(request.classes),
                          num_classes=data.num_classes, device=dev, seed=seed,
                          augment=(train_config.augment if train_config is not None and train_config.augment
                                   else default_augment(data.name)),
