@@ -10,12 +10,14 @@ import pytest
 import torch
 
 from obliviate.data import ForgetRequest, load_data
+from obliviate.data.dataset import to_float
 from obliviate.errors import ObliviateError
 from obliviate.methods import unlearn
 from obliviate.metrics import (CORE_KEYS, TriggerPatch, activation_distance, apply_trigger, backdoor_asr, evaluate,
                                gradcam, js_divergence, layer_distances, mean_js, mia_entropy, mia_loss_lr,
                                mia_loss_threshold, mia_svc_efficacy, plant_backdoor, prediction_distribution,
                                random_init_like, relearn_time, weight_distance, zrf_score)
+from obliviate.metrics.relearn import RelearnResult, anamnesis_index
 from obliviate.training import TrainConfig, train
 
 # Adam at a constant rate and no weight decay drives the training loss to ~0: a memorising model.
@@ -113,17 +115,36 @@ def test_attacks_are_seeded_and_undefined_on_tiny_sets(memorised, sets, small):
     assert math.isnan(mia_loss_lr(memorised.model, f, None))
 
 
+def test_comparisons_have_known_values_when_the_unlearned_model_is_the_original(small, half, memorised, retrained,
+                                                                                sets):
+    """Constructed case: "unlearning" that changed nothing. Every unlearned-model figure then equals θ₀'s,
+    every gap is θ₀'s distance to the retrained model (large for a memorising θ₀), the weight distance to
+    θ₀ is 0 and the distances to the retrained model are the ones computed directly."""
+    m = evaluate(memorised.model, copy.deepcopy(memorised.model), small, half, retrained=retrained.model,
+                 relearn=False)
+    attacks = ("mia_loss_lr", "mia_entropy", "mia_svc_efficacy", "mia_loss_threshold")
+    for key in attacks + ("forget_acc", "retain_acc", "test_acc", "zrf"):
+        assert m[key] == m[key + "_original"], key
+    for key in attacks:
+        assert m[key + "_gap"] == pytest.approx(abs(m[key + "_original"] - m[key + "_retrained"]), abs=1e-12), key
+    assert m["mia_loss_threshold_gap"] > 0.15 and m["mia_entropy_gap"] > 0.15  # θ₀ memorised D_f; retrained did not
+    f = sets["forget"]
+    assert m["weight_distance"] == 0.0
+    assert m["weight_distance_to_retrained"] == pytest.approx(weight_distance(memorised.model, retrained.model))
+    assert m["weight_distance_to_retrained"] == m["weight_distance_retrained_to_original"] > 0
+    assert m["js_to_retrained"] == pytest.approx(mean_js(memorised.model, retrained.model, f))
+    assert m["activation_distance"] == pytest.approx(activation_distance(memorised.model, retrained.model, f))
+    assert m["js_to_retrained"] > 0 and m["activation_distance"] > 0
+
+
 def test_a_model_that_never_saw_the_forget_set_scores_like_the_retrained_model(
         small, half, memorised, retrained, retrained_seed1):
-    same = evaluate(memorised.model, copy.deepcopy(retrained.model), small, half, retrained=retrained.model,
-                    relearn=False)
-    for key in ("mia_loss_lr_gap", "mia_entropy_gap", "mia_svc_efficacy_gap", "mia_loss_threshold_gap",
-                "js_to_retrained", "activation_distance", "weight_distance_to_retrained"):
-        assert same[key] == pytest.approx(0.0, abs=1e-9), key
+    """An independent model (another seed) that never saw D_f: close to the retrained one, closer than θ₀."""
     other = evaluate(memorised.model, retrained_seed1.model, small, half, retrained=retrained.model, relearn=False)
     assert other["weight_distance_to_retrained"] > 0
     for key in ("mia_loss_lr", "mia_entropy", "mia_svc_efficacy", "mia_loss_threshold"):
         gap_original = abs(other[key + "_original"] - other[key + "_retrained"])
+        assert other[key + "_gap"] == pytest.approx(abs(other[key] - other[key + "_retrained"]), abs=1e-12), key
         # another model that never saw D_f is close to the retrained one, and closer than θ₀ is
         assert other[key + "_gap"] < 0.1 and other[key + "_gap"] < gap_original, key
     assert other["js_to_retrained"] < mean_js(memorised.model, retrained.model, small.train)
@@ -142,6 +163,13 @@ def test_relearn_is_immediate_for_the_original_and_slow_for_a_random_model(memor
     assert all(torch.equal(a, b) for a, b in zip(rand.parameters(), random_init_like(memorised.model, 0).parameters()))
     capped = relearn_time(rand, f, 1.0 + 0.1, max_steps=3)  # an unreachable goal hits the cap
     assert capped.capped and capped.steps == 3
+
+
+def test_anamnesis_index_is_unlearned_steps_over_retrained_steps():
+    fast, slow = RelearnResult(10, False, 0.9, 0.95), RelearnResult(40, False, 0.9, 0.92)
+    assert anamnesis_index(fast, slow) == 0.25  # relearns 4x faster than a model that never saw D_f: hidden
+    assert anamnesis_index(slow, fast) == 4.0
+    assert math.isnan(anamnesis_index(fast, RelearnResult(0, False, 0.9, 0.95)))  # undefined, not infinite
 
 
 # ----------------------------------------------------------------------------------- weights, predictions
@@ -243,10 +271,58 @@ def test_gradcam_maps_have_the_input_size_and_finite_values(cnn_runs, small):
         gradcam(model_for("mlp", small), x)  # no convolutional layer to explain
 
 
+class _TwoChannelCam(torch.nn.Module):
+    """Constructed so GradCAM has a known answer: channel 0 is the image x, channel 1 is 1 − x; class 0's
+    logit is mean(ch0) − mean(ch1), class 1's the opposite. On a black-and-white x, class 0's map is
+    ReLU(x − (1 − x)) ∝ x and class 1's ∝ 1 − x; a map from activations alone (no gradients) or from
+    |gradients| would be flat, x + (1 − x) = 1."""
+
+    cam_layer = "conv"
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 1)
+        self.head = torch.nn.Linear(2, 2, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
+            self.conv.bias.copy_(torch.tensor([0.0, 1.0]))
+            self.head.weight.copy_(torch.tensor([[1.0, -1.0], [-1.0, 1.0]]))
+
+    def forward(self, x):
+        return self.head(self.conv(x).mean(dim=(2, 3)))
+
+
+def test_gradcam_weights_channels_by_the_gradient_of_the_explained_class():
+    x = torch.zeros(1, 1, 6, 6, dtype=torch.uint8)
+    x[..., :, :3] = 255  # left half white
+    model = _TwoChannelCam()
+    left = torch.zeros(6, 6)
+    left[:, :3] = 1.0
+    for cls, expect in ((0, left), (1, 1.0 - left)):
+        maps = gradcam(model, x.expand(2, -1, -1, -1), torch.tensor([cls, cls]))
+        torch.testing.assert_close(maps, expect.expand(2, 6, 6), atol=1e-6, rtol=0)
+    # default label: the predicted class (0 for a mostly white image, 1 for a mostly black one)
+    mostly_black = torch.zeros(1, 1, 6, 6, dtype=torch.uint8)
+    mostly_black[..., :2, :2] = 255
+    torch.testing.assert_close(gradcam(model, mostly_black)[0], 1.0 - to_float(mostly_black)[0, 0], atol=1e-6, rtol=0)
+
+
+def test_evaluate_with_the_original_as_unlearned_gives_ain_zero(cnn_runs, small):
+    """Nothing forgotten: relearning takes 0 steps, so AIN is exactly 0 (an inverted ratio would be undefined)."""
+    request, original, retrained, *_ = cnn_runs
+    m = evaluate(original.model, copy.deepcopy(original.model), small, request, retrained=retrained.model,
+                 figures=False)
+    assert m["relearn_steps"] == 0 and m["relearn_steps_retrained"] > 0
+    assert m["relearn_ain"] == 0.0
+
+
 def test_evaluate_writes_metrics_json_with_the_documented_keys_and_figures(cnn_runs, small, tmp_path):
     request, original, retrained, unlearned, record = cnn_runs
+    given = [{k: v.clone() for k, v in mod.state_dict().items()} for mod in (original.model, unlearned, retrained.model)]
     m = evaluate(original.model, unlearned, small, request, retrained=retrained.model, unlearn_record=record,
                  retrain_record=retrained.record, out=tmp_path, seed=0)
+    for before, mod in zip(given, (original.model, unlearned, retrained.model)):  # evaluate changes no model
+        assert all(torch.equal(before[k], v) for k, v in mod.state_dict().items())
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk == json.loads(json.dumps(m))
     missing = [k for k in CORE_KEYS if k not in on_disk]
@@ -263,7 +339,9 @@ def test_evaluate_writes_metrics_json_with_the_documented_keys_and_figures(cnn_r
     assert on_disk["speedup_vs_retrain"] == pytest.approx(retrained.record["seconds"] / record["seconds"])
     assert on_disk["peak_gpu_memory_mb"] is None  # CPU run: not measured, not made up
     assert isinstance(on_disk["relearn_steps"], int) and isinstance(on_disk["relearn_capped"], bool)
-    assert on_disk["relearn_ain"] is None or on_disk["relearn_ain"] >= 0
+    # class 3 must be learnt from scratch by the retrained model; AIN = unlearned steps / retrained steps
+    assert on_disk["relearn_steps_retrained"] > 0 and not on_disk["relearn_retrained_capped"]
+    assert on_disk["relearn_ain"] == pytest.approx(on_disk["relearn_steps"] / on_disk["relearn_steps_retrained"])
     assert set(on_disk["figures"]) == {"weight_distance.png", "forget_predictions.png", "gradcam.png"}
     for name in on_disk["figures"]:
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

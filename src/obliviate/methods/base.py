@@ -1,11 +1,13 @@
 """The unlearning-method interface: a registry, typed parameters, and data access by declaration.
 
 A method is one module with one ``Method`` subclass decorated by ``@register``. It declares what it
-may read (``needs``): the forget set, the full retain set, only a retain subset D_sub, the training
-snapshots. ``unlearn`` builds an ``UnlearnContext`` that hands over exactly those; reaching for
-anything else raises ``AccessError``. Zero-glance methods (UNSIR, FCALB by default) may not declare
-the forget set at all, so they cannot see a forget sample even by mistake: they get the ids and
-classes to forget, never the inputs.
+may read (``needs``): the forget set, only the forget ids, the full retain set, only a retain subset
+D_sub, the training snapshots. ``unlearn`` builds an ``UnlearnContext`` that hands over exactly those;
+reaching for anything else raises ``AccessError``. The context holds nothing that leads back to the
+data: no data-set name or spec to reload, no run directory (its ``run.json`` names the data) unless
+snapshots were declared, no forget ids unless the forget set or its ids were. Zero-glance methods
+(UNSIR, FCALB by default) may declare none of those and take class requests only, so they cannot
+reach a forget sample even by mistake: they get the classes to forget, never ids or inputs.
 """
 from __future__ import annotations
 
@@ -30,7 +32,10 @@ from ..models import Classifier
 from ..params import check_fields
 
 FORGET, RETAIN, RETAIN_SUBSET, SNAPSHOTS = "forget", "retain", "retain_subset", "snapshots"
-ACCESS_KINDS = frozenset({FORGET, RETAIN, RETAIN_SUBSET, SNAPSHOTS})
+FORGET_IDS = "forget_ids"  # the ids of D_f without its samples (DeepObliviate: which blocks to retrain)
+ACCESS_KINDS = frozenset({FORGET, FORGET_IDS, RETAIN, RETAIN_SUBSET, SNAPSHOTS})
+#: what leads to a forget sample: its inputs, its ids, or the run directory (whose run.json names the data)
+NOT_ZERO_GLANCE = frozenset({FORGET, FORGET_IDS, SNAPSHOTS})
 
 
 @dataclass
@@ -41,14 +46,11 @@ class UnlearnContext:
     original: Classifier  # frozen copy of θ₀ (eval mode), for teachers and distances
     request: ForgetRequest
     forget_classes: tuple[int, ...]
-    forget_ids: np.ndarray
     num_classes: int
     device: torch.device
     seed: int
-    dataset: str
     augment: str = "none"
-    train_config: Any = None  # the original run's TrainConfig, when known
-    run_path: Path | None = None  # the original run directory, when known
+    train_config: Any = None  # the original run's TrainConfig (a recipe: names no data), when known
     declared: frozenset = frozenset()
     _data: dict = field(default_factory=dict, repr=False)
     touched: dict = field(default_factory=dict)
@@ -60,7 +62,7 @@ class UnlearnContext:
         value = self._data.get(kind)
         if value is None:
             raise AccessError(f"{kind!r} is not available for this request")
-        if isinstance(value, ArrayData):
+        if isinstance(value, (ArrayData, np.ndarray)):
             self.touched[kind] = len(value)
         else:
             self.touched[kind] = True
@@ -70,6 +72,13 @@ class UnlearnContext:
     def forget(self) -> ArrayData:
         """D_f: the samples to forget (only for methods that declared ``forget``)."""
         return self._get(FORGET)
+
+    @property
+    def forget_ids(self) -> np.ndarray:
+        """Ids of D_f: for methods that declared ``forget_ids``, or ``forget`` (then read from D_f itself)."""
+        if FORGET_IDS not in self.declared and FORGET in self.declared:
+            return self.forget.ids.cpu().numpy()
+        return self._get(FORGET_IDS)
 
     @property
     def retain(self) -> ArrayData:
@@ -83,7 +92,7 @@ class UnlearnContext:
 
     @property
     def snapshots(self) -> Path:
-        """The original run directory, whose ``snapshots/`` hold the intermediate models."""
+        """The original run directory, whose ``snapshots/`` hold the intermediate models (AccessError without one)."""
         return self._get(SNAPSHOTS)
 
     @property
@@ -107,8 +116,12 @@ class Method:
     Params: ClassVar[type] = None  # a dataclass with defaults
     presets: ClassVar[dict[str, dict]] = {}
 
-    def needs_for(self, params) -> frozenset[str]:
-        """What this call reads; a method whose needs depend on a parameter overrides it."""
+    def needs_for(self, params, train_config=None) -> frozenset[str]:
+        """What this call may read; a method whose needs depend on its parameters or the recipe overrides it.
+
+        Kinds in ``needs`` are required; a kind only ``needs_for`` adds is optional: ``snapshots``
+        without a run directory is then unavailable (``AccessError`` on access) instead of an error.
+        """
         return self.needs
 
     def run(self, ctx: UnlearnContext, params) -> Classifier:  # pragma: no cover - interface
@@ -125,8 +138,11 @@ def register(cls: type[Method]) -> type[Method]:
     unknown = set(cls.needs) - ACCESS_KINDS
     if unknown:
         raise TypeError(f"{cls.name}: unknown access kinds {unknown}")
-    if cls.zero_glance and FORGET in cls.needs:
-        raise TypeError(f"{cls.name} is zero-glance and may not declare access to the forget set")
+    if cls.zero_glance and NOT_ZERO_GLANCE & set(cls.needs):
+        raise TypeError(f"{cls.name} is zero-glance and may not declare access to "
+                        f"{', '.join(sorted(NOT_ZERO_GLANCE & set(cls.needs)))} (it would lead to forget samples)")
+    if cls.zero_glance and set(cls.request_kinds) != {"class"}:
+        raise TypeError(f"{cls.name} is zero-glance: it takes class requests only (a sample request names ids)")
     if cls.Params is None or not dataclasses.is_dataclass(cls.Params):
         raise TypeError(f"{cls.name}: Params must be a dataclass")
     METHODS[cls.name] = cls
@@ -219,32 +235,33 @@ def unlearn(model: Classifier, data: DataBundle, request: ForgetRequest, method:
                              f"but data set {data.name!r} has {data.input_shape} with {data.num_classes}")
     split: ForgetSplit = request.resolve(data.train, data.num_classes)
     dev = pick_device(device)
-    needs = m.needs_for(p)
-    if m.zero_glance and FORGET in needs:
-        raise ObliviateError(f"{m.name} is zero-glance but its parameters ask for the forget set")
+    needs = m.needs_for(p, train_config)
+    if m.zero_glance and NOT_ZERO_GLANCE & needs:
+        raise ObliviateError(f"{m.name} is zero-glance but its parameters ask for {sorted(NOT_ZERO_GLANCE & needs)}")
     train_dev = data.train.to(dev)
     available: dict[str, Any] = {}
     if FORGET in needs:
         available[FORGET] = split.forget(train_dev)
+    if FORGET_IDS in needs:
+        available[FORGET_IDS] = split.forget_ids(data.train)
     if RETAIN in needs:
         available[RETAIN] = split.retain(train_dev)
     if RETAIN_SUBSET in needs:
         available[RETAIN_SUBSET] = split.retain_subset(train_dev)
     if SNAPSHOTS in needs:
-        if run_path is None:
+        if run_path is None and SNAPSHOTS in m.needs:
             raise ObliviateError(f"method {m.name!r} needs the training snapshots: pass the original run directory")
-        available[SNAPSHOTS] = Path(run_path)
+        available[SNAPSHOTS] = Path(run_path) if run_path is not None else None
     work = copy.deepcopy(model).to(dev)
     original = copy.deepcopy(model).to(dev).eval()
     for q in original.parameters():
         q.requires_grad_(False)
-    ctx = UnlearnContext(model=work, original=original, request=request,
-                         forget_classes=tuple(request.classes), forget_ids=split.forget_ids(data.train),
-                         num_classes=data.num_classes, device=dev, seed=seed, dataset=data.name,
+    shown = request if {FORGET, FORGET_IDS} & needs else dataclasses.replace(request, ids=())  # ids only if declared
+    ctx = UnlearnContext(model=work, original=original, request=shown, forget_classes=tuple(request.classes),
+                         num_classes=data.num_classes, device=dev, seed=seed,
                          augment=(train_config.augment if train_config is not None and train_config.augment
                                   else default_augment(data.name)),
-                         train_config=train_config, run_path=Path(run_path) if run_path else None,
-                         declared=needs, _data=available)
+                         train_config=train_config, declared=needs, _data=available)
     seed_everything(seed)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)

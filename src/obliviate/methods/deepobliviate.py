@@ -27,12 +27,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data.splits import default_augment
 from ..errors import CheckpointError, ObliviateError
 from ..training.checkpoint import open_run
 from ..training.loop import make_optimizer
 from ..training.trainer import TrainConfig, load_block_assignment, load_block_snapshot, train_block
-from .base import RETAIN, SNAPSHOTS, Method, register
+from .base import FORGET_IDS, RETAIN, SNAPSHOTS, Method, register
 from .common import recalibrate_batchnorm
 
 
@@ -216,7 +215,7 @@ class DeepObliviate(Method):
     summary = ("DeepObliviate: retrain blocks from the first one holding a deleted sample, stitch the rest "
                "(needs a run trained with --blocks; reads D_r + snapshots; a class request touches every "
                "block, so it degenerates to full retraining)")
-    needs = frozenset({RETAIN, SNAPSHOTS})
+    needs = frozenset({FORGET_IDS, RETAIN, SNAPSHOTS})
 
     @dataclass
     class Params:
@@ -284,7 +283,7 @@ def _retrain_suffix(ctx, p, snaps: _Snapshots, retain, retain_blocks, first: int
     model.load_state_dict(start["model"])
     optimizer = make_optimizer(model.parameters(), cfg.optim())
     optimizer.load_state_dict(start["optimizer"])
-    augment = cfg.augment if cfg.augment is not None else default_augment(ctx.dataset)
+    augment = cfg.augment if cfg.augment is not None else ctx.augment
     names = [n for n, _ in model.named_parameters()]
     scale = 1.0 / sum(q.numel() for q in model.parameters()) if p.normalise else 1.0
 

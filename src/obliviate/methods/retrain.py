@@ -6,8 +6,8 @@ the same recipe (``ctx.train_config``: model, epochs, schedule, batch size, seed
 D_r alone. In plain mode that is exactly ``training.train(bundle, cfg, exclude_ids=forget_ids)``
 (the same batches, bit for bit on CPU). In block-incremental mode the retained samples keep the
 blocks the original run put them in (read from the run's ``snapshots/blocks.npy`` when the run
-directory is known), which is again what ``train(..., exclude_ids=...)`` does; without the run
-directory D_r is re-split into class-stratified blocks.
+directory is known: block mode declares ``snapshots``), which is again what ``train(...,
+exclude_ids=...)`` does; without the run directory D_r is re-split into class-stratified blocks.
 
 Without a recorded recipe, the parameters below (defaults: ``TrainConfig``'s) say how to train.
 Any parameter given overrides the recipe (e.g. ``epochs=5`` for a cheaper, no longer exact,
@@ -24,13 +24,13 @@ import torch
 
 from ..data.dataset import ArrayData, DataBundle
 from ..env import seed_everything
-from ..errors import ObliviateError
+from ..errors import AccessError, ObliviateError
 from ..models import build_model
 from ..params import declared, param
 from ..training.trainer import (TrainConfig, assign_blocks, load_block_assignment, prepare_model, train,
                                 train_block)
 from ..training.loop import make_optimizer
-from .base import RETAIN, Method, register
+from .base import RETAIN, SNAPSHOTS, Method, register
 
 _RECIPE_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
                   "label_smoothing", "seed", "blocks", "epochs_per_block")
@@ -57,6 +57,11 @@ class Retrain(Method):
         seed: int | None = param(None, like=declared(TrainConfig, "seed"))
         blocks: int | None = param(None, like=declared(TrainConfig, "blocks"))
         epochs_per_block: int | None = param(None, like=declared(TrainConfig, "epochs_per_block"))
+
+    def needs_for(self, params, train_config=None):
+        """Block mode may read the run directory for the original block of each retained sample."""
+        blocks = params.blocks if params.blocks is not None else getattr(train_config, "blocks", 0)
+        return self.needs | {SNAPSHOTS} if blocks else self.needs
 
     def run(self, ctx, p):
         cfg = recipe(ctx, p)
@@ -91,16 +96,20 @@ def retain_bundle(ctx, retain: ArrayData) -> DataBundle:
     """D_r as a training bundle for ``train``: no val/test (the caller evaluates), same shape and stats."""
     spec = ctx.model.spec
     empty = retain.subset(torch.zeros(0, dtype=torch.long))
-    return DataBundle(ctx.dataset, retain, empty, empty, [str(c) for c in range(ctx.num_classes)],
+    return DataBundle("retain-set", retain, empty, empty, [str(c) for c in range(ctx.num_classes)],
                       "image" if len(spec.input_shape) == 3 else "tabular", tuple(spec.mean), tuple(spec.std),
-                      source_hash=f"retain-set-of-{ctx.dataset}")
+                      source_hash="retain-set")
 
 
 def _block_of(ctx, retain: ArrayData, cfg: TrainConfig) -> np.ndarray:
     """Block index of every retained sample: the original run's assignment when it is on disk."""
     ids = retain.ids.cpu().numpy()
-    if ctx.run_path is not None and (ctx.run_path / "snapshots" / "blocks.npy").exists():
-        rec_ids, rec_blocks = load_block_assignment(ctx.run_path)
+    try:
+        run_path = ctx.snapshots
+    except AccessError:  # no run directory given: re-split
+        run_path = None
+    if run_path is not None and (run_path / "snapshots" / "blocks.npy").exists():
+        rec_ids, rec_blocks = load_block_assignment(run_path)
         lookup = dict(zip(rec_ids.tolist(), rec_blocks.tolist()))
         if int(rec_blocks.max()) < cfg.blocks and all(int(i) in lookup for i in ids):
             return np.array([lookup[int(i)] for i in ids], dtype=np.int64)
