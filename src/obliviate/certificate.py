@@ -30,6 +30,7 @@ from .training.checkpoint import MODEL_FILE, RUN_FILE, open_run
 
 CERT_FILE = "certificate.json"
 FORMAT = "obliviate-certificate/1"
+MIA_MIN = 20  # fewer samples a side: no attack score (a 10-fold 90/10 split of 5 + 5 samples is not defined)
 EVIDENCE_TOL = 1e-4  # recomputed evidence may differ by float noise only (same data, same weights)
 
 
@@ -77,7 +78,8 @@ def measure_evidence(model: torch.nn.Module, data: DataBundle, requests: list[Fo
         "test_forget_acc": _num(accuracy(model, _test_part(data, everything.classes, True)))
         if everything.classes else None,
         "retained_test_acc": _num(accuracy(model, _test_part(data, everything.classes, False))),
-        "mia_loss_lr": _num(mia_loss_lr(model, new.forget(train), unseen, seed=seed)),
+        "mia_loss_lr": _num(mia_loss_lr(model, new.forget(train), unseen, seed=seed))
+        if min(len(new.forget_pos), len(unseen) if unseen is not None else 0) >= MIA_MIN else None,
         "per_request": per_request, "seed": seed,
     }
 
