@@ -152,10 +152,15 @@ def test_verify_passes_untouched_runs_and_fails_tampering(chain, tmp_path):
     r = _run("verify", work / "u2")
     assert r.exit_code == 1 and "mismatch" in r.output and "Traceback" not in r.output
     cert_path = work / "u2" / CERT_FILE
-    cert = json.loads(cert_path.read_text())
+    untouched = cert_path.read_text()
+    cert = json.loads(untouched)
     cert["cumulative"]["classes"] = []
     cert_path.write_text(json.dumps(cert))
     assert any("was edited" in p for p in obliviate.verify(work / "u2").problems)
+    cert["files"] = ["model.pt"]  # edited into another shape: still one line, no traceback
+    cert_path.write_text(json.dumps(cert))
+    assert any("malformed" in p for p in obliviate.verify(work / "u2").problems)
+    cert_path.write_text(untouched)
     shutil.rmtree(work / "u1")
     shutil.move(str(root / "u1"), str(tmp_path / "away"))  # absolute pointer gone too
     try:

@@ -205,10 +205,18 @@ def verify(path: str | Path, evidence: bool = False, device: str | None = None) 
     cert, nxt, seen = None, run, set()
     while nxt is not None and nxt.resolve() not in seen:
         seen.add(nxt.resolve())
-        c, nxt = _verify_one(res, nxt)
+        here = nxt
+        try:
+            c, nxt = _verify_one(res, here)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:  # hand-edited into another shape
+            res.fail(f"{here}/{CERT_FILE} is malformed ({type(exc).__name__}: {exc})")
+            c, nxt = None, None
         cert = cert or c
     if evidence and cert is not None and res.ok:
-        _verify_evidence(res, run, cert, device)
+        try:
+            _verify_evidence(res, run, cert, device)
+        except (KeyError, TypeError, AttributeError, ValueError, ObliviateError) as exc:
+            res.fail(f"{run}: cannot re-measure the evidence ({type(exc).__name__}: {exc})")
     return res
 
 
@@ -221,11 +229,7 @@ def _verify_evidence(res: VerifyResult, run: Path, cert: dict, device: str | Non
     record = open_run(run).record
     requests = [ForgetRequest.from_dict(r["request"]) for r in record["lineage"]["requests"]]
     model = open_run(run).load_model(pick_device(device))
-    try:
-        now = measure_evidence(model, data, requests, seed=cert["evidence"].get("seed", 0))
-    except ObliviateError as exc:
-        res.fail(f"{run}: cannot re-measure the evidence ({exc})")
-        return
+    now = measure_evidence(model, data, requests, seed=cert["evidence"].get("seed", 0))
     for key, then, value in _differences(cert["evidence"], now):
         res.fail(f"{run}: evidence {key} is {value} now, the certificate says {then}")
     res.checked.append(f"evidence of {run}")
