@@ -144,7 +144,8 @@ class ForgetRequest:
             if len(pos):
                 sub.append(np.sort(rng.permutation(pos)[: self.subset_per_class]))
         subset = np.sort(np.concatenate(sub))
-        return ForgetSplit(self, forget, retain, subset, prior_pos=np.flatnonzero(before))
+        return ForgetSplit(self, forget, retain, subset, prior_pos=np.flatnonzero(before),
+                           prior_classes=forgotten.classes if forgotten is not None else ())
 
 
 @dataclass
@@ -157,6 +158,7 @@ class ForgetSplit:
     subset_pos: np.ndarray
     extra: dict = field(default_factory=dict)
     prior_pos: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # forgotten before the request
+    prior_classes: tuple[int, ...] = ()  # classes forgotten before the request: not "retained" on the test split
 
     def forget(self, train: ArrayData) -> ArrayData:
         return train.subset(self.forget_pos)
@@ -172,11 +174,15 @@ class ForgetSplit:
 
     def test_split(self, test: ArrayData) -> tuple[ArrayData | None, ArrayData]:
         """(test-forget, test-retain): for class requests the test samples of forgotten / other classes;
-        for sample requests there is no test-forget and test-retain is the whole test split."""
+        for sample requests there is no test-forget and test-retain is the whole test split (either way
+        without the classes forgotten before the request)."""
+        gone = torch.isin(test.y, torch.as_tensor(self.request.classes + tuple(self.prior_classes),
+                                                  dtype=test.y.dtype, device=test.y.device))
+        retained = test.subset(torch.nonzero(~gone).flatten()) if gone.any() else test
         if not self.request.classes:
-            return None, test
+            return None, retained
         mask = torch.isin(test.y, torch.as_tensor(self.request.classes, device=test.y.device))
-        return test.subset(torch.nonzero(mask).flatten()), test.subset(torch.nonzero(~mask).flatten())
+        return test.subset(torch.nonzero(mask).flatten()), retained
 
 
 @dataclass
