@@ -45,9 +45,9 @@ def locate(base: Path, entry: dict) -> Path:
     return Path(entry["path"])
 
 
-def pointer(target: Path, base: Path) -> dict:
+def pointer(target: Path, base: Path | None) -> dict:
     target = Path(target).resolve()
-    return {"path": str(target), "relpath": os.path.relpath(target, Path(base).resolve())}
+    return {"path": str(target), "relpath": os.path.relpath(target, Path(base).resolve()) if base else None}
 
 
 def read_ids(run_path: Path, cumulative: dict) -> np.ndarray:
@@ -95,8 +95,7 @@ def cumulative_record(forgotten: Forgotten, out: Path | None) -> dict:
 def lineage_record(parent: Path, parent_lineage: Lineage, forgotten: Forgotten, request: ForgetRequest,
                    method: str, out: Path | None) -> dict:
     """What a new forget run records about where it came from (``out``: its directory, if saved)."""
-    base = Path(out) if out is not None else Path.cwd()
-    here = str(base.resolve()) if out is not None else None
-    return {"parent": pointer(parent, base), "original": pointer(parent_lineage.root, base),
+    here = str(Path(out).resolve()) if out is not None else None
+    return {"parent": pointer(parent, out), "original": pointer(parent_lineage.root, out),
             "depth": parent_lineage.depth + 1, "cumulative": cumulative_record(forgotten, out),
             "requests": [*parent_lineage.requests, {"run": here, "request": request.to_dict(), "method": method}]}
