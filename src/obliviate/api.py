@@ -6,11 +6,14 @@ from pathlib import Path
 
 import torch
 
+from .certificate import CERT_FILE, build_certificate, measure_evidence, write_certificate
 from .data import DataBundle, DataSpec, ForgetRequest, load_data
 from .env import now_iso, pick_device, versions
 from .errors import CheckpointError
 from .finite import require_finite
 from .methods import get_method, resolve_params, unlearn
+from .lineage import Lineage, lineage_record, read_lineage
+from .methods.base import FORGOTTEN_ATTR
 from .models import Classifier
 from .training import RunDir, TrainConfig, check_output_dir, finish_run, open_run
 
@@ -23,6 +26,7 @@ class Checkpoint:
     data: DataBundle
     train_config: TrainConfig
     run: RunDir
+    lineage: Lineage  # the original run and everything forgotten since (empty for a training run)
 
     @property
     def path(self) -> Path:
@@ -51,24 +55,48 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None,
         raise CheckpointError(f"model in {run.path} expects {tuple(model.spec.input_shape)}/{model.num_classes} "
                               f"classes, data set {data.name!r} has {data.input_shape}/{data.num_classes}")
     cfg = TrainConfig.from_dict(rec.get("config", {}))
-    return Checkpoint(model, data, cfg, run)
+    lineage = read_lineage(run.path, rec, data.train, data.num_classes)
+    setattr(model, FORGOTTEN_ATTR, lineage.forgotten)  # a later unlearn() on this model keeps all of it forgotten
+    return Checkpoint(model, data, cfg, run, lineage)
+
+
+def _root_model(ck: Checkpoint, device) -> Classifier | None:
+    """The original model, for methods that rebuild from its snapshots; None for a training run or when gone."""
+    if not ck.lineage.forgotten:
+        return None
+    try:
+        return open_run(ck.lineage.root).load_model(pick_device(device))
+    except CheckpointError:
+        return None  # unlearn says so if the method needs it
 
 
 def forget(checkpoint: str | Path | Checkpoint, request: ForgetRequest, method: str = "unsir", *,
            out: str | Path | None = None, params: dict | None = None, seed: int = 0,
            device: str | None = None, overwrite: bool = False) -> tuple[Classifier, dict]:
-    """Unlearn ``request`` from a saved run with ``method``; with ``out``, save a run directory."""
+    """Unlearn ``request`` from a saved run with ``method``; with ``out``, save a run directory.
+
+    On an unlearned run the request is applied on top of its lineage: everything forgotten before stays
+    out of every data set the method reads. A saved run gets run.json and then ``certificate.json``.
+    """
     out_path = check_output_dir(out, overwrite) if out is not None else None
     resolve_params(get_method(method), params)  # bad parameters fail before the checkpoint is loaded
     ck = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, device)
     model, record = unlearn(ck.model, ck.data, request, method, params=params, device=device, seed=seed,
-                            train_config=ck.train_config, run_path=ck.path)
+                            train_config=ck.train_config, run_path=ck.lineage.root,
+                            forgotten=ck.lineage.forgotten, root_model=_root_model(ck, device))
     require_finite(model, "the unlearned model", _diverged_hint(method, record["params"]))
-    record = {"kind": "forget", "original": str(ck.path.resolve()), "data": ck.data.describe(),
-              "model": model.spec.to_dict(), "config": ck.train_config.to_dict(), "versions": versions(),
-              "finished": now_iso(), **record}
     if out_path is not None:
+        (out_path / CERT_FILE).unlink(missing_ok=True)  # a stale certificate must never outlive its run
+    lineage = lineage_record(ck.path, ck.lineage, getattr(model, FORGOTTEN_ATTR), request, method, out_path)
+    record = {"kind": "forget", "original": str(ck.lineage.root), "parent": str(ck.path.resolve()),
+              "data": ck.data.describe(), "model": model.spec.to_dict(), "config": ck.train_config.to_dict(),
+              "versions": versions(), "finished": now_iso(), **record, "lineage": lineage}
+    if out_path is not None:
+        requests = [ForgetRequest.from_dict(r["request"]) for r in lineage["requests"]]
+        evidence = measure_evidence(model, ck.data, requests, seed=0)
         finish_run(out_path, model, record)
+        cert = build_certificate(out_path, record, ck.path, ck.run.record, evidence, (params or {}).get("preset"))
+        record["certificate"] = str(write_certificate(out_path, cert))
     return model, record
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 from rich.table import Table
 
 from ..errors import CheckpointError, ObliviateError
 from ..io import check_writable_dir
+from ..lineage import read_lineage
 from .app import app, cli_command, console
 
 
@@ -30,6 +32,23 @@ def _check_run(label: str, path: Path, record: dict, ck) -> None:
         raise ObliviateError(f"--{label} {path} holds a {mine.get('name')!r} model {mine.get('options') or ''}, "
                              f"--original {ck.path} a {theirs.get('name')!r} model {theirs.get('options') or ''}: "
                              "evaluate models of one architecture")
+
+
+def _check_reference(path: Path, record: dict, unlearned: Path, forgotten: "Forgotten", ck) -> None:
+    """The retrained reference must have left out exactly what the unlearned run forgot, all requests of
+    its lineage together. Method inputs (D_sub's size) do not matter; the forgotten samples do."""
+    train, nc = ck.data.train, ck.data.num_classes
+    want = forgotten.mask(train)
+    if record.get("kind") == "forget":
+        theirs = read_lineage(path, record, train, nc).forgotten
+        if not np.array_equal(theirs.mask(train), want):
+            raise ObliviateError(f"--retrained {path} forgot {theirs.describe()} ({int(theirs.mask(train).sum())} "
+                                 f"samples), --unlearned {unlearned} forgot {forgotten.describe()} "
+                                 f"({int(want.sum())} samples) in all: not the same forgotten set")
+    elif "excluded" in record and int(record["excluded"]) != int(want.sum()):
+        raise ObliviateError(f"--retrained {path} was trained without {record['excluded']} samples, but "
+                             f"--unlearned {unlearned} forgot {int(want.sum())} ({forgotten.describe()}): "
+                             "retrain without exactly the forget set")
 
 
 def _fmt(v) -> str:
@@ -78,24 +97,18 @@ def evaluate_command(
     if recorded and Path(recorded).resolve() != ck.path.resolve():
         console.print(f"[yellow]note:[/] {unlearned} was unlearned from {recorded}, not {ck.path}; "
                       "data set and model match, so evaluating against the given original")
+    lineage = read_lineage(un.path, un.record, ck.data.train, ck.data.num_classes)
     request = ForgetRequest.from_dict(un.record["request"])
-    split = request.resolve(ck.data.train, ck.data.num_classes)
+    earlier = [ForgetRequest.from_dict(r["request"]) for r in lineage.requests[:-1]]
     re_model, re_record = None, None
     if retrained is not None:
         re = open_run(retrained)
         _check_run("retrained", retrained, re.record, ck)
-        if re.record.get("kind") == "forget":
-            if ForgetRequest.from_dict(re.record.get("request", {})) != request:
-                raise ObliviateError(f"--retrained {retrained} forgot {re.record.get('request')}, "
-                                     f"--unlearned {unlearned} forgot {un.record['request']}: not the same request")
-        elif "excluded" in re.record and int(re.record["excluded"]) != len(split.forget_pos):
-            raise ObliviateError(f"--retrained {retrained} was trained without {re.record['excluded']} samples, "
-                                 f"but the request ({request.describe()}) forgets {len(split.forget_pos)}: "
-                                 "retrain without exactly the forget set")
+        _check_reference(retrained, re.record, unlearned, lineage.forgotten, ck)
         re_model, re_record = re.load_model(dev), re.record
     metrics = evaluate(ck.model, un.load_model(dev), ck.data, request, retrained=re_model,
                        unlearn_record=un.record, retrain_record=re_record, out=out, figures=not no_figures,
-                       seed=seed, relearn=not no_relearn)
+                       seed=seed, relearn=not no_relearn, earlier=earlier)
     table = Table(title=f"{un.record.get('method', 'unlearned')} · {request.describe()} · {ck.data.name}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -104,4 +117,10 @@ def evaluate_command(
             continue
         table.add_row(key, _fmt(value))
     console.print(table)
+    if earlier:
+        console.print(f"still forgotten (forget accuracy on each earlier request of {unlearned}'s lineage):",
+                      highlight=False)
+        for desc, acc, acc0 in zip(metrics["earlier_requests"], metrics["earlier_forget_acc"],
+                                   metrics["earlier_forget_acc_original"]):
+            console.print(f"  {desc}: {_fmt(acc)} (original {_fmt(acc0)})", highlight=False)
     console.print(f"wrote {out / METRICS_FILE}" + (f" and {', '.join(metrics['figures'])}" if metrics.get("figures") else ""))

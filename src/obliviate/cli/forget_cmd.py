@@ -8,10 +8,11 @@ import typer
 from rich.table import Table
 
 from ..api import forget, load_checkpoint
+from ..certificate import CERT_FILE
 from ..data import ForgetRequest
 from ..errors import RequestError
 from ..methods import list_methods
-from ..methods.base import parse_param_strings
+from ..methods.base import FORGOTTEN_ATTR, parse_param_strings
 from ..metrics.accuracy import accuracy
 from .app import app, cli_command, console
 
@@ -44,21 +45,30 @@ def forget_command(
     device: Optional[str] = typer.Option(None, "--device"),
     force: bool = typer.Option(False, "--force", help="overwrite a finished run in --out"),
 ) -> None:
-    """Make a trained model forget a class, several classes, a fraction or given samples."""
+    """Make a trained model forget a class, several classes, a fraction or given samples.
+
+    On a run made by `forget`, the request is applied on top: what it forgot stays forgotten.
+    """
     request = build_request(forget_class, forget_ids, forget_fraction, subset_per_class, seed)
     params = parse_param_strings(param)
     ck = load_checkpoint(checkpoint, device)
+    prior = ck.lineage.forgotten
     model, record = forget(ck, request, method, out=out, params=params, seed=seed, device=device, overwrite=force)
-    split = request.resolve(ck.data.train, ck.data.num_classes)
+    split = request.resolve(ck.data.train, ck.data.num_classes, prior)
     test_forget, test_retain = split.test_split(ck.data.test)
-    table = Table("", "original", "unlearned", title=f"{method}: forget {request.describe()} ({record['seconds']:.2f} s)")
+    table = Table("", "parent" if prior else "original", "unlearned", title=f"{method}: forget {request.describe()} ({record['seconds']:.2f} s)")
     rows = [("forget (train)", split.forget(ck.data.train)), ("retain (train)", split.retain(ck.data.train)),
             ("test-forget", test_forget), ("test-retain" if request.classes else "test", test_retain)]
     for name, data in rows:
         if data is not None and len(data):
             table.add_row(name, f"{accuracy(ck.model, data):.4f}", f"{accuracy(model, data):.4f}")
+    if prior:
+        table.add_row(f"already forgotten ({prior.describe()})",
+                      f"{accuracy(ck.model, ck.data.train.subset(prior.mask(ck.data.train).nonzero()[0])):.4f}",
+                      f"{accuracy(model, ck.data.train.subset(prior.mask(ck.data.train).nonzero()[0])):.4f}")
     console.print(table)
-    console.print(f"[green]saved[/] {out}")
+    console.print(f"[green]saved[/] {out} (certificate: {out / CERT_FILE}; "
+                  f"forgotten since the original: {getattr(model, FORGOTTEN_ATTR).describe()})", highlight=False)
 
 
 @app.command("methods")

@@ -6,6 +6,7 @@ retain subset D_sub, failing early with a message that names the problem.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -103,8 +104,13 @@ class ForgetRequest:
         if self.subset_per_class < 1:
             raise RequestError(f"subset_per_class must be >= 1, got {self.subset_per_class}")
 
-    def resolve(self, train: ArrayData, num_classes: int) -> "ForgetSplit":
-        """Positions (into ``train``) of the forget set, the retain set and D_sub."""
+    def resolve(self, train: ArrayData, num_classes: int, forgotten: "Forgotten | None" = None) -> "ForgetSplit":
+        """Positions (into ``train``) of the forget set, the retain set and D_sub.
+
+        ``forgotten`` is what the model already forgot (earlier requests of its lineage): those samples
+        leave the retain set and D_sub too (else a method would train them back in) and are not forgotten
+        again; a request that names nothing new is an error.
+        """
         self.validate(num_classes)
         y = train.y.cpu().numpy()
         ids = train.ids.cpu().numpy()
@@ -127,8 +133,12 @@ class ForgetRequest:
                                    f"({len(missing)} missing; training ids span {lo}..{hi})")
             forget_mask = np.zeros(len(y), bool)
             forget_mask[[pos_of[int(i)] for i in want]] = True
-        forget = np.flatnonzero(forget_mask)
-        retain = np.flatnonzero(~forget_mask)
+        before = forgotten.mask(train) if forgotten is not None else np.zeros(len(y), bool)
+        if forget_mask.any() and not (forget_mask & ~before).any():
+            raise RequestError(f"the request ({self.describe()}) only repeats what the model already forgot "
+                               f"({forgotten.describe()}): nothing new to forget")
+        forget = np.flatnonzero(forget_mask & ~before)
+        retain = np.flatnonzero(~(forget_mask | before))
         if len(forget) == 0:
             raise RequestError(f"the request ({self.describe()}) selects no training sample")
         if len(retain) == 0:
@@ -139,7 +149,8 @@ class ForgetRequest:
             if len(pos):
                 sub.append(np.sort(rng.permutation(pos)[: self.subset_per_class]))
         subset = np.sort(np.concatenate(sub))
-        return ForgetSplit(self, forget, retain, subset)
+        return ForgetSplit(self, forget, retain, subset, prior_pos=np.flatnonzero(before),
+                           prior_classes=forgotten.classes if forgotten is not None else ())
 
 
 @dataclass
@@ -151,6 +162,8 @@ class ForgetSplit:
     retain_pos: np.ndarray
     subset_pos: np.ndarray
     extra: dict = field(default_factory=dict)
+    prior_pos: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # forgotten before the request
+    prior_classes: tuple[int, ...] = ()  # classes forgotten before the request: not "retained" on the test split
 
     def forget(self, train: ArrayData) -> ArrayData:
         return train.subset(self.forget_pos)
@@ -166,8 +179,64 @@ class ForgetSplit:
 
     def test_split(self, test: ArrayData) -> tuple[ArrayData | None, ArrayData]:
         """(test-forget, test-retain): for class requests the test samples of forgotten / other classes;
-        for sample requests there is no test-forget and test-retain is the whole test split."""
+        for sample requests there is no test-forget and test-retain is the whole test split (either way
+        without the classes forgotten before the request)."""
+        gone = torch.isin(test.y, torch.as_tensor(self.request.classes + tuple(self.prior_classes),
+                                                  dtype=test.y.dtype, device=test.y.device))
+        retained = test.subset(torch.nonzero(~gone).flatten()) if gone.any() else test
         if not self.request.classes:
-            return None, test
+            return None, retained
         mask = torch.isin(test.y, torch.as_tensor(self.request.classes, device=test.y.device))
-        return test.subset(torch.nonzero(mask).flatten()), test.subset(torch.nonzero(~mask).flatten())
+        return test.subset(torch.nonzero(mask).flatten()), retained
+
+
+@dataclass
+class Forgotten:
+    """What a model has forgotten so far: the union of every request since the original training.
+
+    Classes stay classes (a class request forgets the class, whatever its ids); sample requests (ids,
+    or a fraction resolved with its seed) become sorted unique ids. ``ids_text`` is the canonical form
+    (one id per line, ascending) whose SHA-256 names the id set in records and certificates.
+    """
+
+    classes: tuple[int, ...] = ()
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def __post_init__(self):
+        self.classes = tuple(sorted({int(c) for c in self.classes}))
+        self.ids = np.unique(np.asarray(self.ids, np.int64).reshape(-1))
+
+    @classmethod
+    def of(cls, request: ForgetRequest, train: ArrayData, num_classes: int) -> "Forgotten":
+        """The set one request names, concretely (a fraction becomes the ids it selects)."""
+        if request.classes:
+            request.validate(num_classes)
+            return cls(classes=request.classes)
+        split = request.resolve(train, num_classes)
+        return cls(ids=split.forget_ids(train))
+
+    def union(self, other: "Forgotten") -> "Forgotten":
+        return Forgotten(self.classes + other.classes, np.concatenate([self.ids, other.ids]))
+
+    def __bool__(self) -> bool:
+        return bool(self.classes) or len(self.ids) > 0
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, Forgotten) and self.classes == other.classes
+                and np.array_equal(self.ids, other.ids))
+
+    def mask(self, train: ArrayData) -> np.ndarray:
+        """Which training samples this set covers (by class or by id)."""
+        y, ids = train.y.cpu().numpy(), train.ids.cpu().numpy()
+        return np.isin(y, self.classes) | np.isin(ids, self.ids)
+
+    def describe(self) -> str:
+        parts = (["classes " + ",".join(map(str, self.classes))] if self.classes else []) + \
+                ([f"{len(self.ids)} ids"] if len(self.ids) else [])
+        return " + ".join(parts) or "nothing"
+
+    def ids_text(self) -> str:
+        return "".join(f"{int(i)}\n" for i in self.ids)
+
+    def ids_sha256(self) -> str:
+        return hashlib.sha256(self.ids_text().encode()).hexdigest()

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..data.dataset import ArrayData, DataBundle
-from ..data.request import ForgetRequest, ForgetSplit
+from ..data.request import ForgetRequest, ForgetSplit, Forgotten
 from ..data.splits import default_augment
 from ..env import pick_device, seed_everything, sync
 from ..errors import AccessError, ObliviateError
@@ -217,13 +217,33 @@ def parse_param_strings(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+#: Attribute on a model returned by ``unlearn``: the ``Forgotten`` union it has forgotten so far, so a
+#: later ``unlearn`` on it excludes every earlier request too (``api.load_checkpoint`` sets it from run.json).
+FORGOTTEN_ATTR = "obliviate_forgotten"
+
+
+def _forgotten_in(available: dict, everything: Forgotten) -> dict[str, int]:
+    """Per data set handed over: how many of its samples belong to what is forgotten (0 but for D_f)."""
+    out = {}
+    for kind, value in available.items():
+        if isinstance(value, ArrayData):
+            y, ids = value.y.cpu().numpy(), value.ids.cpu().numpy()
+            out[kind] = int((np.isin(y, everything.classes) | np.isin(ids, everything.ids)).sum())
+    return out
+
+
 def unlearn(model: Classifier, data: DataBundle, request: ForgetRequest, method: str = "unsir", *,
             params: dict | None = None, device: str | torch.device | None = None, seed: int = 0,
-            train_config=None, run_path: str | Path | None = None) -> tuple[Classifier, dict]:
+            train_config=None, run_path: str | Path | None = None, forgotten: Forgotten | None = None,
+            root_model: Classifier | None = None) -> tuple[Classifier, dict]:
     """Make ``model`` forget what ``request`` names, with ``method``; return (new model, record).
 
     The input model is not modified. The record says which method and parameters ran, how long it took
     (wall seconds, GPU synchronised), peak GPU memory, and which data the method actually touched.
+    ``forgotten`` is what ``model`` already forgot (default: what a model returned by ``unlearn`` or
+    loaded from an unlearned run carries): every data set the method reads excludes it, so earlier
+    requests stay forgotten. A method that rebuilds from the training snapshots (DeepObliviate) starts
+    from ``root_model``, the original, and ``run_path`` (the original run), forgetting the whole union.
     """
     m = get_method(method)
     p = resolve_params(m, params)
@@ -233,17 +253,24 @@ def unlearn(model: Classifier, data: DataBundle, request: ForgetRequest, method:
     if tuple(data.input_shape) != tuple(model.spec.input_shape) or data.num_classes != model.num_classes:
         raise ObliviateError(f"model expects input {tuple(model.spec.input_shape)} with {model.num_classes} classes "
                              f"but data set {data.name!r} has {data.input_shape} with {data.num_classes}")
-    split: ForgetSplit = request.resolve(data.train, data.num_classes)
+    forgotten = forgotten if forgotten is not None else getattr(model, FORGOTTEN_ATTR, None) or Forgotten()
+    split: ForgetSplit = request.resolve(data.train, data.num_classes, forgotten)
     dev = pick_device(device)
     needs = m.needs_for(p, train_config)
     if m.zero_glance and NOT_ZERO_GLANCE & needs:
         raise ObliviateError(f"{m.name} is zero-glance but its parameters ask for {sorted(NOT_ZERO_GLANCE & needs)}")
+    restart = bool(forgotten) and SNAPSHOTS in needs
+    if restart and root_model is None:
+        raise ObliviateError(f"{m.name} rebuilds from the original's snapshots, and this model already forgot "
+                             f"{forgotten.describe()}: pass root_model (the original) or use forget() on the run")
+    forget_pos = np.union1d(split.forget_pos, split.prior_pos) if restart else split.forget_pos
+    everything = forgotten.union(Forgotten.of(request, data.train, data.num_classes))
     train_dev = data.train.to(dev)
     available: dict[str, Any] = {}
     if FORGET in needs:
-        available[FORGET] = split.forget(train_dev)
+        available[FORGET] = train_dev.subset(forget_pos)
     if FORGET_IDS in needs:
-        available[FORGET_IDS] = split.forget_ids(data.train)
+        available[FORGET_IDS] = data.train.ids.cpu().numpy()[forget_pos]
     if RETAIN in needs:
         available[RETAIN] = split.retain(train_dev)
     if RETAIN_SUBSET in needs:
@@ -252,12 +279,17 @@ def unlearn(model: Classifier, data: DataBundle, request: ForgetRequest, method:
         if run_path is None and SNAPSHOTS in m.needs:
             raise ObliviateError(f"method {m.name!r} needs the training snapshots: pass the original run directory")
         available[SNAPSHOTS] = Path(run_path) if run_path is not None else None
-    work = copy.deepcopy(model).to(dev)
-    original = copy.deepcopy(model).to(dev).eval()
+    start = root_model if restart else model
+    work = copy.deepcopy(start).to(dev)
+    original = copy.deepcopy(start).to(dev).eval()
     for q in original.parameters():
         q.requires_grad_(False)
+    if work.wants_channels_last(dev):  # the training memory format: much faster for some models (resnet8 on CPU)
+        work = work.to(memory_format=torch.channels_last)
+        original = original.to(memory_format=torch.channels_last)
+    classes = tuple(request.classes) + tuple(c for c in forgotten.classes if c not in request.classes)
     shown = request if {FORGET, FORGET_IDS} & needs else dataclasses.replace(request, ids=())  # ids only if declared
-    ctx = UnlearnContext(model=work, original=original, request=shown, forget_classes=tuple(request.classes),
+    ctx = UnlearnContext(model=work, original=original, request=shown, forget_classes=classes,
                          num_classes=data.num_classes, device=dev, seed=seed,
                          augment=(train_config.augment if train_config is not None and train_config.augment
                                   else default_augment(data.name)),
@@ -271,6 +303,7 @@ def unlearn(model: Classifier, data: DataBundle, request: ForgetRequest, method:
     sync(dev)
     seconds = time.perf_counter() - t0
     result.eval()
+    setattr(result, FORGOTTEN_ATTR, everything)
     record = {
         "method": m.name, "params": dataclasses.asdict(p), "seconds": seconds, "seed": seed,
         "request": request.to_dict(), "request_kind": request.kind, "zero_glance": m.zero_glance,
@@ -279,4 +312,6 @@ def unlearn(model: Classifier, data: DataBundle, request: ForgetRequest, method:
         "peak_gpu_memory_mb": (torch.cuda.max_memory_allocated(dev) / 2**20) if dev.type == "cuda" else None,
         "device": str(dev),
     }
+    record.update(forgotten_in_data=_forgotten_in(available, everything), forgotten_before=forgotten.describe(),
+                  restarted_from_original=restart)
     return result, record

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..data.dataset import DataBundle
-from ..data.request import ForgetRequest
+from ..data.request import ForgetRequest, Forgotten
 from ..errors import ObliviateError
 from ..finite import require_finite, require_finite_outputs
 from ..io import write_json
@@ -92,7 +92,7 @@ def _clean(value):
 def evaluate(original: torch.nn.Module, unlearned: torch.nn.Module, data: DataBundle, request: ForgetRequest,
              retrained: torch.nn.Module | None = None, unlearn_record: dict | None = None,
              retrain_record: dict | None = None, out: str | Path | None = None, figures: bool = True,
-             seed: int = 0, relearn: bool = True) -> dict:
+             seed: int = 0, relearn: bool = True, earlier: list[ForgetRequest] | None = None) -> dict:
     """All metrics of ``unlearned`` (made from ``original`` by forgetting ``request``) as one flat dict.
 
     ``retrained`` (θ₀'s recipe trained without D_f) enables the gaps, JS/activation distance, AIN and
@@ -101,24 +101,46 @@ def evaluate(original: torch.nn.Module, unlearned: torch.nn.Module, data: DataBu
     ``figures=False``, the PNGs (layer-wise weight distance, D_f prediction histogram, GradCAM grid for
     convolutional models). ``seed`` fixes every subsample, the attacks' CV splits, the relearn batches
     and ZRF's random model; ``relearn=False`` skips the relearn fine-tuning (the slowest part).
+    ``earlier``: the requests ``unlearned`` had forgotten before ``request`` (its lineage, oldest first):
+    D_f is then what ``request`` added, D_r and the retained test split exclude all of them, and the
+    ``earlier_*`` keys say whether each earlier set is still forgotten.
     """
     check_compatible(data, original=original, unlearned=unlearned, retrained=retrained)
     with cached_outputs(original, unlearned, retrained):
         check_finite(data, original=original, unlearned=unlearned, retrained=retrained)
         return _evaluate(original, unlearned, data, request, retrained, unlearn_record, retrain_record, out, figures,
-                         seed, relearn)
+                         seed, relearn, list(earlier or []))
+
+
+def _still_forgotten(original, unlearned, data: DataBundle, earlier: list[ForgetRequest]) -> dict:
+    """Per earlier request of a lineage: accuracy on its training samples (and its classes' test samples)."""
+    out = {"earlier_requests": [], "earlier_forget_acc": [], "earlier_forget_acc_original": [],
+           "earlier_test_forget_acc": []}
+    for r in earlier:
+        pos = r.resolve(data.train, data.num_classes).forget_pos
+        out["earlier_requests"].append(r.describe())
+        out["earlier_forget_acc"].append(accuracy(unlearned, part_of(data.train, pos)))
+        out["earlier_forget_acc_original"].append(accuracy(original, part_of(data.train, pos)))
+        test_pos = torch.nonzero(torch.isin(data.test.y.cpu(), torch.as_tensor(r.classes, dtype=torch.long))).flatten()
+        out["earlier_test_forget_acc"].append(accuracy(unlearned, part_of(data.test, test_pos)) if r.classes else None)
+    return out
 
 
 def _evaluate(original, unlearned, data, request, retrained, unlearn_record, retrain_record, out, figures, seed,
-              relearn) -> dict:
-    split = request.resolve(data.train, data.num_classes)
+              relearn, earlier) -> dict:
+    prior = Forgotten()
+    for r in earlier:
+        prior = prior.union(Forgotten.of(r, data.train, data.num_classes))
+    split = request.resolve(data.train, data.num_classes, prior)
     forget, retain = part_of(data.train, split.forget_pos), part_of(data.train, split.retain_pos)
     test_forget, test_retain = None, data.test
+    gone = torch.isin(data.test.y.cpu(), torch.as_tensor(request.classes + prior.classes, dtype=torch.long))
     if request.classes:  # the test samples of the forgotten classes, and of the others
         in_forgotten = torch.isin(data.test.y, torch.as_tensor(request.classes, device=data.test.y.device)).cpu()
         test_forget = part_of(data.test, torch.nonzero(in_forgotten).flatten())
-        test_retain = part_of(data.test, torch.nonzero(~in_forgotten).flatten())
-    unseen_same = test_forget if request.classes else data.test  # non-members for the loss attack
+    if gone.any():
+        test_retain = part_of(data.test, torch.nonzero(~gone).flatten())
+    unseen_same = test_forget if request.classes else test_retain  # non-members for the loss attack
     models = {"": unlearned, "_original": original, "_retrained": retrained}
     m: dict = {
         "request": request.describe(), "request_kind": request.kind,
@@ -132,6 +154,9 @@ def _evaluate(original, unlearned, data, request, retrained, unlearn_record, ret
                           ("test_forget_acc", test_forget), ("test_retain_acc", test_retain)):
             m[key + suffix] = accuracy(model, part) if model is not None else None
     m["per_class_test_acc"] = per_class_accuracy(unlearned, data.test, data.num_classes)
+    if earlier:
+        m["forgotten_before"] = prior.describe()
+        m.update(_still_forgotten(original, unlearned, data, earlier))
 
     # membership inference
     for suffix, model in models.items():

@@ -1,0 +1,275 @@
+"""Deletion certificates: what a forget run deleted, from which model, by what, with what evidence.
+
+``certificate.json`` is written last in a forget run directory (atomically). It names every file it
+vouches for by SHA-256 (the new weights, run.json, the forgotten-ids file, the parent's weights and
+certificate) and carries a SHA-256 of its own content, so ``verify`` can tell later whether the
+served weights are those the record names and whether the record was edited. It is integrity, not
+authenticity: whoever can rewrite the files can rewrite the hashes; keep the certificate's own hash
+somewhere else (a ticket, a signed log) to pin it. Fields are documented in ``docs/certificate.md``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import DataBundle, ForgetRequest, Forgotten, load_data
+from .data.splits import DataSpec
+from .env import pick_device
+from .errors import CheckpointError, ObliviateError
+from .io import file_sha256, to_json, write_json
+from .lineage import IDS_FILE, INLINE_IDS, locate
+from .metrics.accuracy import accuracy
+from .metrics.mia import mia_loss_lr
+from .training.checkpoint import MODEL_FILE, RUN_FILE, open_run
+
+CERT_FILE = "certificate.json"
+FORMAT = "obliviate-certificate/1"
+MIA_MIN = 20  # fewer samples a side: no attack score (a 10-fold 90/10 split of 5 + 5 samples is not defined)
+EVIDENCE_TOL = 1e-4  # recomputed evidence may differ by float noise only (same data, same weights)
+
+
+def _self_hash(cert: dict) -> str:
+    body = {k: v for k, v in cert.items() if k != "certificate_sha256"}
+    return hashlib.sha256(to_json(body).encode()).hexdigest()
+
+
+def _num(v: float) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def _test_part(data: DataBundle, classes, inside: bool):
+    y = data.test.y.cpu().numpy()
+    pos = np.flatnonzero(np.isin(y, classes) == inside)
+    return data.test.subset(torch.as_tensor(pos, dtype=torch.long)) if len(pos) else None
+
+
+def measure_evidence(model: torch.nn.Module, data: DataBundle, requests: list[ForgetRequest], seed: int = 0) -> dict:
+    """Evidence of the last of ``requests`` (applied after the others), on training and held-out data.
+
+    Needs no retrained model: accuracy on everything forgotten so far and on the test samples of the
+    forgotten / retained classes, per request ("still forgotten"), and the NeurIPS-kit loss attack on
+    this request's samples vs unseen test samples (of the same classes for a class request).
+    """
+    train, nc = data.train, data.num_classes
+    sets = [Forgotten.of(r, train, nc) for r in requests]
+    prior = Forgotten()
+    for s in sets[:-1]:
+        prior = prior.union(s)
+    everything = prior.union(sets[-1])
+    new = requests[-1].resolve(train, nc, prior)
+    last = requests[-1]
+    unseen = _test_part(data, last.classes, True) if last.classes else _test_part(data, everything.classes, False)
+    model = model.eval()
+    per_request = []
+    for r, s in zip(requests, sets):
+        per_request.append({"request": r.describe(),
+                            "forget_acc": _num(accuracy(model, train.subset(np.flatnonzero(s.mask(train))))),
+                            "test_forget_acc": _num(accuracy(model, _test_part(data, r.classes, True)))
+                            if r.classes else None})
+    return {
+        "forget_acc": _num(accuracy(model, train.subset(np.flatnonzero(everything.mask(train))))),
+        "request_forget_acc": _num(accuracy(model, new.forget(train))),
+        "test_forget_acc": _num(accuracy(model, _test_part(data, everything.classes, True)))
+        if everything.classes else None,
+        "retained_test_acc": _num(accuracy(model, _test_part(data, everything.classes, False))),
+        "mia_loss_lr": _num(mia_loss_lr(model, new.forget(train), unseen, seed=seed))
+        if min(len(new.forget_pos), len(unseen) if unseen is not None else 0) >= MIA_MIN else None,
+        "per_request": per_request, "seed": seed,
+    }
+
+
+def build_certificate(out: Path, record: dict, parent: Path, parent_record: dict, evidence: dict,
+                      preset: str | None) -> dict:
+    """The certificate of a saved forget run ``out`` (model.pt and run.json already written)."""
+    out = Path(out)
+    lin = record["lineage"]
+    parent_cert = parent / CERT_FILE
+    files = {MODEL_FILE: file_sha256(out / MODEL_FILE), RUN_FILE: file_sha256(out / RUN_FILE)}
+    if "ids_file" in lin["cumulative"]:
+        files[IDS_FILE] = file_sha256(out / IDS_FILE)
+    request = ForgetRequest.from_dict(record["request"])
+    cert = {
+        "format": FORMAT, "run": str(out.resolve()), "files": files,
+        "parent": {**lin["parent"], "kind": parent_record.get("kind"),
+                   "model_sha256": file_sha256(parent / MODEL_FILE),
+                   "certificate_sha256": file_sha256(parent_cert) if parent_cert.exists() else None},
+        "original": lin["original"], "depth": lin["depth"],
+        "request": _request_summary(record["request"], request, record["forget_size"]),
+        "cumulative": {k: v for k, v in lin["cumulative"].items() if k != "ids"},
+        "requests": [{"request": ForgetRequest.from_dict(r["request"]).describe(), "method": r["method"],
+                      "run": r["run"]} for r in lin["requests"]],
+        "data": {"name": record["data"].get("name"), "source_hash": record["data"].get("source_hash"),
+                 "spec": record["data"].get("spec")},
+        "method": {"name": record["method"], "params": record["params"], "preset": preset,
+                   "zero_glance": record["zero_glance"]},
+        "versions": record["versions"], "device": record["device"], "seed": record["seed"],
+        "seconds": record["seconds"], "finished": record["finished"],
+        "data_access": {"declared": record["declared"], "touched": record["touched"],
+                        "forgotten_in_data": record.get("forgotten_in_data", {}),
+                        "forget_set_read": "forget" in record["touched"],
+                        "restarted_from_original": record.get("restarted_from_original", False)},
+        "evidence": evidence,
+    }
+    cert["certificate_sha256"] = _self_hash(cert)
+    return cert
+
+
+def _request_summary(raw: dict, request: ForgetRequest, new_samples: int) -> dict:
+    """The request as recorded; many ids become their count and SHA-256 (as the cumulative ids do)."""
+    out = {**raw, "description": request.describe(), "new_samples": int(new_samples)}
+    if len(request.ids) > INLINE_IDS:
+        ids = Forgotten(ids=request.ids)
+        out.update(ids=None, ids_count=len(ids.ids), ids_sha256=ids.ids_sha256())
+    return out
+
+
+def write_certificate(out: Path, cert: dict) -> Path:
+    write_json(Path(out) / CERT_FILE, cert)
+    return Path(out) / CERT_FILE
+
+
+@dataclass
+class VerifyResult:
+    """``ok`` when every hash (and, if asked, every evidence value) matched; ``problems``: one line each."""
+
+    run: Path
+    ok: bool = True
+    problems: list[str] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)  # what was checked, for the report
+
+    def fail(self, line: str) -> None:
+        self.ok = False
+        self.problems.append(line)
+
+
+def load_certificate(path: Path) -> dict:
+    cert_path = Path(path) / CERT_FILE
+    if not cert_path.exists():
+        raise CheckpointError(f"{path} has no {CERT_FILE}")
+    try:
+        cert = json.loads(cert_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{cert_path} is not valid JSON ({exc})") from None
+    if not isinstance(cert, dict) or cert.get("format") != FORMAT:
+        raise CheckpointError(f"{cert_path} is not an obliviate certificate (format {FORMAT} expected)")
+    return cert
+
+
+def _check_file(res: VerifyResult, path: Path, expected: str | None, what: str) -> None:
+    if not path.exists():
+        res.fail(f"{path}: {what} is missing")
+    elif file_sha256(path) != expected:
+        res.fail(f"{path}: {what} does not match the SHA-256 in the certificate")
+    else:
+        res.checked.append(str(path))
+
+
+def _verify_one(res: VerifyResult, run: Path) -> tuple[dict | None, Path | None]:
+    """Check one run's certificate and files; return (certificate, parent path to check next)."""
+    try:
+        cert = load_certificate(run)
+    except CheckpointError as exc:
+        res.fail(str(exc))
+        return None, None
+    if cert.get("certificate_sha256") != _self_hash(cert):
+        res.fail(f"{run}/{CERT_FILE}: its content does not match its own SHA-256 (the certificate was edited)")
+    for name, sha in (cert.get("files") or {}).items():
+        _check_file(res, run / name, sha, name)
+    parent = cert.get("parent") or {}
+    ppath = locate(run, parent) if parent.get("path") else None
+    if ppath is None or not ppath.is_dir():
+        res.fail(f"{run}: parent run {parent.get('path')} is missing")
+        return cert, None
+    _check_file(res, ppath / MODEL_FILE, parent.get("model_sha256"), "the parent's weights")
+    if parent.get("certificate_sha256") is not None:
+        _check_file(res, ppath / CERT_FILE, parent["certificate_sha256"], "the parent's certificate")
+    return cert, (ppath if parent.get("kind") == "forget" else None)
+
+
+def verify(path: str | Path, evidence: bool = False, device: str | None = None) -> VerifyResult:
+    """Recompute every hash the certificate chain of ``path`` names, back to the original run.
+
+    With ``evidence``, also reload the data set (its source hash must match) and re-measure the
+    evidence from the weights. Never raises for a mismatch: each one is a line in ``problems``.
+    """
+    run = Path(path)
+    if not run.is_dir():
+        raise CheckpointError(f"run directory {run} does not exist")
+    res = VerifyResult(run)
+    cert, nxt, seen = None, run, set()
+    while nxt is not None and nxt.resolve() not in seen:
+        seen.add(nxt.resolve())
+        here = nxt
+        try:
+            c, nxt = _verify_one(res, here)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:  # hand-edited into another shape
+            res.fail(f"{here}/{CERT_FILE} is malformed ({type(exc).__name__}: {exc})")
+            c, nxt = None, None
+        cert = cert or c
+    if evidence and cert is not None and res.ok:
+        try:
+            _verify_evidence(res, run, cert, device)
+        except (KeyError, TypeError, AttributeError, ValueError, ObliviateError) as exc:
+            res.fail(f"{run}: cannot re-measure the evidence ({type(exc).__name__}: {exc})")
+    return res
+
+
+def _verify_evidence(res: VerifyResult, run: Path, cert: dict, device: str | None) -> None:
+    data = load_data(DataSpec.from_dict(cert["data"]["spec"]))
+    if data.source_hash != cert["data"]["source_hash"]:
+        res.fail(f"{run}: data set {data.name!r} has source hash {data.source_hash[:12]}, "
+                 f"the certificate names {str(cert['data']['source_hash'])[:12]}")
+        return
+    record = open_run(run).record
+    requests = [ForgetRequest.from_dict(r["request"]) for r in record["lineage"]["requests"]]
+    model = open_run(run).load_model(pick_device(device))
+    now = measure_evidence(model, data, requests, seed=cert["evidence"].get("seed", 0))
+    for key, then, value in _differences(cert["evidence"], now):
+        res.fail(f"{run}: evidence {key} is {value} now, the certificate says {then}")
+    res.checked.append(f"evidence of {run}")
+
+
+def _differences(then, now, key: str = ""):
+    """(key, then, now) for every leaf of the evidence that changed beyond float noise."""
+    if isinstance(then, dict) and isinstance(now, dict):
+        for k in then:
+            yield from _differences(then[k], now.get(k), f"{key}.{k}" if key else k)
+    elif isinstance(then, list) and isinstance(now, list) and len(then) == len(now):
+        for i, (a, b) in enumerate(zip(then, now)):
+            yield from _differences(a, b, f"{key}[{i}]")
+    elif isinstance(then, (int, float)) and isinstance(now, (int, float)) and not isinstance(then, bool):
+        if abs(float(then) - float(now)) > EVIDENCE_TOL:
+            yield key, then, now
+    elif then != now:
+        yield key, then, now
+
+
+def history(path: str | Path) -> list[dict]:
+    """The chain from the original training run to ``path``, oldest first, from each run.json."""
+    chain, nxt, seen = [], Path(path), set()
+    while nxt is not None and nxt.resolve() not in seen:
+        seen.add(nxt.resolve())
+        run = open_run(nxt)
+        rec, cert_path = run.record, nxt / CERT_FILE
+        entry = {"run": str(nxt), "kind": rec.get("kind"), "method": rec.get("method"),
+                 "finished": rec.get("finished"), "model_sha256": file_sha256(run.model_path),
+                 "certificate": cert_path.exists()}
+        nxt = None
+        if rec.get("kind") == "forget":
+            entry["request"] = ForgetRequest.from_dict(rec["request"]).describe()
+            lin = rec.get("lineage")
+            if lin:
+                cum = lin["cumulative"]
+                parts = [f"classes {','.join(map(str, cum['classes']))}"] if cum["classes"] else []
+                entry["cumulative"] = " + ".join(parts + ([f"{cum['ids_count']} ids"] if cum["ids_count"] else []))
+                nxt = locate(Path(entry["run"]), lin["parent"])
+            elif rec.get("original"):
+                nxt = Path(rec["original"])
+        chain.append(entry)
+    return chain[::-1]

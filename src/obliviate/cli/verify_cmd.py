@@ -1,0 +1,28 @@
+"""``obliviate verify RUN``: recompute what a forget run's certificate chain names; exit 0 or 1."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from ..certificate import verify
+from .app import app, cli_command, console, err_console
+
+
+@app.command("verify")
+@cli_command
+def verify_command(
+    run: Path = typer.Argument(..., help="run directory written by `obliviate forget`"),
+    evidence: bool = typer.Option(False, "--evidence", help="also reload the data and re-measure the evidence"),
+    device: Optional[str] = typer.Option(None, "--device", help="device for --evidence (default: cuda if present)"),
+) -> None:
+    """Check RUN's certificate: weights, run.json, ids file, parent chain (and evidence); exit 1 on any mismatch."""
+    res = verify(run, evidence=evidence, device=device)
+    if not res.ok:
+        for line in res.problems:
+            err_console.print(f"[bold red]mismatch:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(f"[green]verified[/] {escape(str(run))}: {len(res.checked)} checks passed "
+                  f"(hashes back to the original run{', evidence re-measured' if evidence else ''})", highlight=False)
