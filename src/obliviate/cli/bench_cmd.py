@@ -107,9 +107,14 @@ def bench_command(
         console.print(f"nothing to do: every run is in {res.store}", highlight=False)
 
 
-@app.command("results")
+results_app = typer.Typer(help="Show or export a study's results; merge results stores.")
+app.add_typer(results_app, name="results")
+
+
+@results_app.callback(invoke_without_command=True)
 @cli_command
 def results_command(
+    ctx: typer.Context,
     store: Path = typer.Option(DEFAULT_STORE, "--store", help=STORE_HELP),
     study: Optional[str] = typer.Option(None, "--study", help="study name (needed when the store holds several)"),
     format: str = typer.Option("table", "--format", help="table, csv or parquet"),
@@ -118,6 +123,8 @@ def results_command(
     all_metrics: bool = typer.Option(False, "--all", help="table: every metric, not only the headline ones"),
 ) -> None:
     """Show or export a study's results: mean ± std over seeds per (data set, model, request, method)."""
+    if ctx.invoked_subcommand:  # `results merge`: the options above belong to showing results
+        return
     from ..harness.store import Store, pick_study
     from ..harness.tables import aggregate, rows_frame
 
@@ -149,6 +156,33 @@ def results_command(
         console.print(f"wrote {out} ({len(frame)} rows)")
         return
     print_results(name, rows, all_metrics=all_metrics, n_failed=n_failed)
+
+
+@results_app.command("merge")
+@cli_command
+def merge_command(
+    sources: List[Path] = typer.Argument(..., help="results stores to merge (SQLite files)"),
+    into: Path = typer.Option(..., "--into", help="store to merge into (created when missing)"),
+) -> None:
+    """Merge stores made separately (e.g. on two machines): one row per run key, conflicts reported."""
+    from ..harness.store import Store, merge_stores
+
+    reports = merge_stores(sources, into)
+    conflicts = 0
+    for src, rep in reports.items():
+        console.print(f"{escape(src)}: {rep.added} new runs, {rep.upgraded} finished runs replacing failed ones, "
+                      f"{rep.duplicates} already there, {len(rep.conflicts)} conflicts", highlight=False)
+        for line in rep.notes:
+            console.print(f"[yellow]note[/] {escape(line)}", highlight=False)
+        for line in rep.conflicts:
+            err_console.print(f"[red]conflict[/] {escape(line)}", highlight=False)
+        conflicts += len(rep.conflicts)
+    with Store(into, create=False) as st:
+        console.print(f"{into} holds {st.count()} runs", highlight=False)
+    if conflicts:
+        err_console.print(f"[red]{conflicts} runs finished in several stores with different results[/] "
+                          f"(the first store's row is kept)", highlight=False)
+        raise typer.Exit(1)
 
 
 @app.command("report")
