@@ -64,6 +64,8 @@ def bench_command(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (auto, ray://host:port); "
                                                                           "default: start Ray on this machine"),
     workers: Optional[int] = typer.Option(None, "--workers", help="CPUs for a local Ray (one run per CPU)"),
+    max_retries: int = typer.Option(2, "--max-retries", help="Ray: tries again a run whose worker or node died, "
+                                                             "this many times, before storing it as failed"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: the study's, else auto)"),
     data_root: Optional[List[str]] = typer.Option(None, "--data-root", help="DATASET=PATH, overrides the study's "
                                                                            "data_root (repeatable)"),
@@ -78,7 +80,7 @@ def bench_command(
             err_console.print(f"[red]failed[/] {escape(what)}: {escape(first)}", highlight=False)
 
     res = bench(study, store, work=work, executor=executor, address=ray_address, workers=workers, device=device,
-                dry_run=dry_run, data_roots=_data_roots(data_root), on_row=on_row)
+                dry_run=dry_run, data_roots=_data_roots(data_root), max_retries=max_retries, on_row=on_row)
     s, plan = res.study, res.plan
     for note in plan.skipped:
         console.print(f"[yellow]skipped[/] {note}", highlight=False)
