@@ -109,17 +109,20 @@ def _submit_models(ray, fns: dict, tasks: list[Task], work: Path, device: str | 
     """
     refs: dict[str, object] = {}
     to_save: dict[object, Path] = {}
+
+    def ref_for(path: Path, train) -> object:
+        if (path / RUN_FILE).exists():  # the driver holds it (an earlier bench): upload, do not retrain
+            return ray.put(shipment(path))
+        ref = train()
+        to_save[ref] = path
+        return ref
+
     for t in tasks:
-        for path, make in ((original_dir(t, work), lambda: fns["original"].remote(t.to_dict(), device)),
-                           (retrain_dir(t, work), lambda: fns["retrain"].remote(
-                               t.to_dict(), refs[original_dir(t, work).name], device))):
-            if path.name in refs:
-                continue
-            if (path / RUN_FILE).exists():
-                refs[path.name] = ray.put(shipment(path))
-            else:
-                refs[path.name] = make()
-                to_save[refs[path.name]] = path
+        orig, retrain = original_dir(t, work), retrain_dir(t, work)
+        if orig.name not in refs:
+            refs[orig.name] = ref_for(orig, lambda: fns["original"].remote(t.to_dict(), device))
+        if retrain.name not in refs:
+            refs[retrain.name] = ref_for(retrain, lambda: fns["retrain"].remote(t.to_dict(), refs[orig.name], device))
     return refs, to_save
 
 
