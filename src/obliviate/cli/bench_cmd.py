@@ -66,6 +66,8 @@ def bench_command(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (auto, ray://host:port); "
                                                                           "default: start Ray on this machine"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="CPUs for a local Ray (one run per CPU)"),
+    max_retries: int = typer.Option(2, "--max-retries", help="Ray: tries again a run whose worker or node died, "
+                                                             "this many times, before storing it as failed"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: the study's, else auto)"),
     data_root: Optional[List[str]] = typer.Option(None, "--data-root", help="DATASET=PATH, overrides the study's "
                                                                            "data_root (repeatable)"),
@@ -80,7 +82,7 @@ def bench_command(
             err_console.print(f"[red]failed[/] {escape(what)}: {escape(first)}", highlight=False)
 
     res = bench(study, store, work=work, executor=executor, address=ray_address, workers=workers, device=device,
-                dry_run=dry_run, data_roots=_data_roots(data_root), on_row=on_row)
+                dry_run=dry_run, data_roots=_data_roots(data_root), max_retries=max_retries, on_row=on_row)
     s, plan = res.study, res.plan
     for note in plan.skipped:
         console.print(f"[yellow]skipped[/] {note}", highlight=False)
@@ -109,9 +111,14 @@ def bench_command(
         console.print(f"nothing to do: every run is in {res.store}", highlight=False)
 
 
-@app.command("results")
+results_app = typer.Typer(help="Show or export a study's results; merge results stores.")
+app.add_typer(results_app, name="results")
+
+
+@results_app.callback(invoke_without_command=True)
 @cli_command
 def results_command(
+    ctx: typer.Context,
     store: Path = typer.Option(DEFAULT_STORE, "--store", help=STORE_HELP),
     study: Optional[str] = typer.Option(None, "--study", help="study name (needed when the store holds several)"),
     format: str = typer.Option("table", "--format", help="table, csv or parquet"),
@@ -120,6 +127,8 @@ def results_command(
     all_metrics: bool = typer.Option(False, "--all", help="table: every metric, not only the headline ones"),
 ) -> None:
     """Show or export a study's results: mean ± std over seeds per (data set, model, request, method)."""
+    if ctx.invoked_subcommand:  # `results merge`: the options above belong to showing results
+        return
     from ..harness.store import Store, pick_study
     from ..harness.tables import aggregate, rows_frame
 
@@ -165,6 +174,33 @@ def results_command(
 def default_report_dir(store: Path, study: str) -> Path:
     """Where a report goes without --out: ``reports/<study>/`` beside the store."""
     return store.parent / "reports" / study
+
+
+@results_app.command("merge")
+@cli_command
+def merge_command(
+    sources: List[Path] = typer.Argument(..., help="results stores to merge (SQLite files)"),
+    into: Path = typer.Option(..., "--into", help="store to merge into (created when missing)"),
+) -> None:
+    """Merge stores made separately (e.g. on two machines): one row per run key, conflicts reported."""
+    from ..harness.store import Store, merge_stores
+
+    reports = merge_stores(sources, into)
+    conflicts = 0
+    for src, rep in reports.items():
+        console.print(f"{escape(src)}: {rep.added} new runs, {rep.upgraded} finished runs replacing failed ones, "
+                      f"{rep.duplicates} already there, {len(rep.conflicts)} conflicts", highlight=False)
+        for line in rep.notes:
+            console.print(f"[yellow]note[/] {escape(line)}", highlight=False)
+        for line in rep.conflicts:
+            err_console.print(f"[red]conflict[/] {escape(line)}", highlight=False)
+        conflicts += len(rep.conflicts)
+    with Store(into, create=False) as st:
+        console.print(f"{into} holds {st.count()} runs", highlight=False)
+    if conflicts:
+        err_console.print(f"[red]{conflicts} runs finished in several stores with different results[/] "
+                          f"(the first store's row is kept)", highlight=False)
+        raise typer.Exit(1)
 
 
 @app.command("report")

@@ -272,6 +272,22 @@ def ensure_retrain(task: Task, bundle: DataBundle, original, orig_run, work: Pat
 
 
 # ------------------------------------------------------------------ one run
+ROW_FILE = "row.json"
+
+
+def task_row(task: Task, out: Path) -> dict[str, Any]:
+    """The identifying part of a run's row (its artifacts in ``out``), before any result."""
+    return {"key": task.key, "study": task.study, "dataset": task.dataset, "model": task.model,
+            "request": task.request, "method": task.method, "method_name": task.method_name,
+            "params": task.params, "seed": task.seed, "config": task.to_dict(),
+            "artifacts": str(out.resolve()), "started": now_iso()}
+
+
+def row_json(row: dict, task: Task) -> dict:
+    """What a run folder's ``row.json`` holds: the row, with the task in place of its config copy."""
+    return {k: v for k, v in row.items() if k != "config"} | {"task": task.to_dict()}
+
+
 def execute_task(task: Task | dict, store_path: str | Path, work_dir: str | Path, device: str | None = None,
                  write: bool = True) -> dict:
     """Run one task end to end and (with ``write``) commit its row. Returns the row.
@@ -284,12 +300,9 @@ def execute_task(task: Task | dict, store_path: str | Path, work_dir: str | Path
 
     task = Task.from_dict(task) if isinstance(task, dict) else task
     work = Path(work_dir)
-    started, t0 = now_iso(), time.perf_counter()
+    t0 = time.perf_counter()
     out = work / RUNS / task.key
-    row: dict[str, Any] = {"key": task.key, "study": task.study, "dataset": task.dataset, "model": task.model,
-                           "request": task.request, "method": task.method, "method_name": task.method_name,
-                           "params": task.params, "seed": task.seed, "config": task.to_dict(),
-                           "artifacts": str(out.resolve()), "started": started}
+    row = task_row(task, out)
     try:
         dev = pick_device(device)
         bundle = load_bundle(task.data_spec)
@@ -321,7 +334,7 @@ def execute_task(task: Task | dict, store_path: str | Path, work_dir: str | Path
                                                                                          "retain_size")},
                          "original_run": str(orig_run.path.resolve()), "versions": versions(),
                          "device": str(dev), "wall_seconds": time.perf_counter() - t0}
-        write_json(out / "row.json", {k: v for k, v in row.items() if k != "config"} | {"task": task.to_dict()})
+        write_json(out / ROW_FILE, row_json(row, task))
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # the run failed; record why and go on with the others

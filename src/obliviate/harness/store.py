@@ -4,16 +4,18 @@ Why SQLite: one file a user can copy, query with any tool, and that several proc
 Ray workers on one machine) can append to at once. WAL lets readers work while a writer commits;
 ``BEGIN IMMEDIATE`` plus a busy timeout and a retry loop make two writers queue, never lose a row.
 A row is committed the moment its run finishes, so a crash loses only the run in flight.
-(SQLite's locking needs a local file system: on a cluster, point ``--store`` at a local disk of the
-driver, or let each worker write to its own file and merge them with ``Store.merge``.)
+(SQLite's locking needs a local file system: on a Ray cluster only the driver writes the store; stores
+made on separate machines are combined with ``Store.merge``, ``obliviate results merge``.)
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sqlite3
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -149,35 +151,53 @@ class Store:
     # -- writing
     def put(self, row: dict) -> None:
         """Insert or replace one run's row (keyed by its content address), committed at once."""
-        values = []
-        for f in ROW_FIELDS:
-            v = row.get(f)
-            if f in _JSON_FIELDS and v is not None and not isinstance(v, str):
-                v = to_json(_json_safe(v))
-            values.append(_clean(v))
-        sql = f"INSERT OR REPLACE INTO runs({', '.join(ROW_FIELDS)}) VALUES ({', '.join('?' * len(ROW_FIELDS))})"
-        _retrying(lambda: self._write(lambda c: c.execute(sql, values)))
+        values = _row_values(row)
+        _retrying(lambda: self._write(lambda c: c.execute(_PUT_SQL, values)))
 
     def put_study(self, name: str, file: str, text: str, published: list[dict]) -> None:
         sql = "INSERT OR REPLACE INTO studies(name, file, text, published, updated) VALUES (?, ?, ?, ?, ?)"
         args = (name, file, text, json.dumps(published), now_iso())
         _retrying(lambda: self._write(lambda c: c.execute(sql, args)))
 
-    def merge(self, other: str | Path) -> int:
-        """Copy every row of another store into this one (finished rows win over failed ones)."""
-        src = Store(other, create=False)
-        try:
-            n = 0
-            for row in src.rows(status=None):
-                mine = self.get(row["key"])
-                if mine is None or (mine["status"] != "done" and row["status"] == "done"):
-                    self.put(row)
-                    n += 1
-            for s in src.studies():
-                self.put_study(s["name"], s["file"], s["text"], s["published"])
-            return n
-        finally:
-            src.close()
+    def merge(self, other: str | Path) -> "MergeReport":
+        """Copy another store's rows into this one, in one transaction; rows are matched by run key.
+
+        A new key is added; a finished row replaces a failed one; when both stores finished a run and
+        its metrics differ (costs aside), this store's row is kept and the difference reported.
+        """
+        if Path(other).resolve() == self.path.resolve():
+            raise ObliviateError(f"cannot merge {other} into itself")
+        with Store(other, create=False) as src:
+            rows, studies = src.rows(status=None), src.studies()
+        report, writes = MergeReport(), []
+        for row in rows:
+            mine = self.get(row["key"])
+            if mine is None or (mine["status"] != "done" and row["status"] == "done"):
+                writes.append(_row_values(row))
+                report.added += mine is None
+                report.upgraded += mine is not None
+            elif mine["status"] == row["status"] == "done" and (diff := _metric_diff(mine, row)):
+                what = f"{row['dataset']}/{row['model']}/{row['request']}/{row['method']}/seed {row['seed']}"
+                report.conflicts.append(f"{row['study']}: {what} (key {row['key'][:10]}): {diff}; "
+                                        f"kept the row of {self.path}")
+            else:
+                report.duplicates += 1
+        mine_studies = {s["name"]: s for s in self.studies()}
+        new_studies = []
+        for s in studies:
+            if s["name"] not in mine_studies:
+                new_studies.append((s["name"], s["file"], s["text"], json.dumps(s["published"]), s["updated"]))
+            elif (s["text"] or "").strip() != (mine_studies[s["name"]]["text"] or "").strip():
+                report.notes.append(f"study {s['name']!r}: the study file in {other} differs from this store's; "
+                                    "kept this store's (rows are matched by run key either way)")
+
+        def write(c: sqlite3.Connection) -> None:
+            c.executemany(_PUT_SQL, writes)
+            c.executemany("INSERT OR IGNORE INTO studies(name, file, text, published, updated) VALUES (?, ?, ?, ?, ?)",
+                          new_studies)
+
+        _retrying(lambda: self._write(write))
+        return report
 
     # -- reading
     def _decode(self, cur: sqlite3.Cursor) -> list[dict]:
@@ -226,12 +246,89 @@ class Store:
         return names or [s["name"] for s in self.studies()]
 
 
+_PUT_SQL = f"INSERT OR REPLACE INTO runs({', '.join(ROW_FIELDS)}) VALUES ({', '.join('?' * len(ROW_FIELDS))})"
+#: Metrics that measure cost (time, memory): they differ between machines, so never a merge conflict.
+_COST_WORDS = ("seconds", "speedup", "memory")
+
+
+def _row_values(row: dict) -> list:
+    values = []
+    for f in ROW_FIELDS:
+        v = row.get(f)
+        if f in _JSON_FIELDS and v is not None and not isinstance(v, str):
+            v = to_json(_json_safe(v))
+        values.append(_clean(v))
+    return values
+
+
+@dataclass
+class MergeReport:
+    added: int = 0  # runs new to the store
+    upgraded: int = 0  # failed here, finished in the other store
+    duplicates: int = 0  # already here
+    conflicts: list[str] = field(default_factory=list)  # finished in both, with different results
+    notes: list[str] = field(default_factory=list)
+
+
+def _metric_diff(a: dict, b: dict, tol: float = 1e-6) -> str:
+    """The result metrics two finished rows disagree on ("" when none), cost metrics aside."""
+    ma, mb = a.get("metrics") or {}, b.get("metrics") or {}
+    diffs = []
+    for k in sorted(set(ma) | set(mb)):
+        if any(w in k for w in _COST_WORDS):
+            continue
+        x, y = ma.get(k), mb.get(k)
+        if not _close(x, y, tol):
+            diffs.append(f"{k} {x:.4g} vs {y:.4g}" if isinstance(x, float) and isinstance(y, float) else k)
+    if not diffs:
+        return ""
+    return f"{len(diffs)} metrics differ ({', '.join(diffs[:3])}{', ...' if len(diffs) > 3 else ''})"
+
+
+def _close(x: Any, y: Any, tol: float) -> bool:
+    if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+        return math.isclose(x, y, rel_tol=tol, abs_tol=tol)
+    if isinstance(x, list) and isinstance(y, list):
+        return len(x) == len(y) and all(_close(a, b, tol) for a, b in zip(x, y))
+    return x == y
+
+
 def _json_safe(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_json_safe(v) for v in obj]
     return _clean(obj)
+
+
+def merge_stores(sources: list[str | Path], into: str | Path) -> dict[str, MergeReport]:
+    """Merge results stores made separately into ``into`` (created when missing), one report per source.
+
+    A new ``into`` appears only once every source is in it; an existing one takes each source in one
+    transaction. A source that is ``into`` itself is skipped, so ``merge A B --into A`` adds B to A.
+    """
+    into = Path(into)
+    todo: list[Path] = []
+    for src in map(Path, sources):
+        if not src.exists():
+            raise ObliviateError(f"results store {src} does not exist")
+        Store(src, create=False).close()  # fail on a file that is no store before writing anything
+        if src.resolve() != into.resolve() and src.resolve() not in {t.resolve() for t in todo}:
+            todo.append(src)
+    if into.exists() and not into.is_file():
+        raise ObliviateError(f"--into {into} exists and is not a file")
+    target = into if into.exists() else into.parent / f".{into.name}.merging-{os.getpid()}"
+    try:
+        with Store(target) as store:
+            reports = {str(src): store.merge(src) for src in todo}
+            store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # all in the main file before it is renamed
+        if target != into:
+            os.replace(target, into)
+    finally:
+        if target != into:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{target}{suffix}").unlink(missing_ok=True)
+    return reports
 
 
 def pick_study(store: Store, study: str | None) -> str:
