@@ -31,6 +31,7 @@ from ..errors import CheckpointError, ObliviateError
 from ..training.checkpoint import open_run
 from ..training.loop import make_optimizer
 from ..training.trainer import TrainConfig, load_block_assignment, load_block_snapshot, train_block
+from ..params import param
 from .base import FORGET_IDS, RETAIN, SNAPSHOTS, Method, register
 from .common import recalibrate_batchnorm
 
@@ -228,12 +229,12 @@ class DeepObliviate(Method):
         holding a deleted sample. Defaults measured on block-trained models (see benchmarks/README.md).
         """
 
-        epsilon: float = 0.02
-        min_deltas: int = 4
-        min_r2: float = 0.7
+        epsilon: float = param(0.02, ge=0)
+        min_deltas: int = param(4, ge=1)
+        min_r2: float = param(0.7, ge=0, le=1)
         normalise: bool = True  # Δ per parameter (divide by parameter count); False: raw L1 norm
-        h0: float | None = None
-        bn_samples: int = 2048  # retain samples that re-estimate BatchNorm statistics after stitching
+        h0: float | None = param(None, gt=0)
+        bn_samples: int = param(2048, ge=1)  # retain samples that re-estimate BatchNorm statistics after stitching
 
     def run(self, ctx, p):
         if p.min_deltas < 1:

@@ -18,8 +18,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from ..errors import ObliviateError
 from ..training.trainer import train
+from ..params import SCHEDULES, param
 from .base import RETAIN, Method, register
 from .retrain import Retrain, recipe, retain_bundle
 
@@ -37,14 +37,12 @@ class FastRetrain(Method):
         benchmarks/README.md): 5 epochs with label smoothing 0.1 reached the original's test accuracy
         within 0.5 point at half the cost. ``epochs`` overrides the fraction with a fixed count."""
 
-        epoch_fraction: float = 0.5
-        epochs: int | None = None
-        label_smoothing: float = 0.1
-        schedule: str = "onecycle"
+        epoch_fraction: float = param(0.5, gt=0, le=1)
+        epochs: int | None = param(None, ge=1)
+        label_smoothing: float = param(0.1, ge=0, lt=1)
+        schedule: str = param("onecycle", choices=SCHEDULES)
 
     def run(self, ctx, p):
-        if not 0 < p.epoch_fraction <= 1:
-            raise ObliviateError(f"fast-retrain: epoch_fraction must be in (0, 1], got {p.epoch_fraction}")
         cfg = fast_recipe(ctx, p)
         ctx.info["recipe"] = {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "schedule",
                                                            "label_smoothing", "seed")}

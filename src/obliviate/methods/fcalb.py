@@ -29,6 +29,7 @@ from ..data.pipeline import BatchStream
 from ..errors import ObliviateError
 from ..models import build_model
 from ..training.loop import OptimConfig, fine_tune
+from ..params import OPTIMIZERS, param
 from .base import FORGET, RETAIN_SUBSET, Method, register
 from .common import error_maximising_noise, recalibrate_batchnorm
 
@@ -152,26 +153,26 @@ class FCALBParams:
     Noise settings are UNSIR's (used by the zero-glance variant only).
     """
 
-    epochs: float = 3.0
-    lr: float = 3e-3
-    optimizer: str = "adam"
-    batch_size: int = 128
-    forget_batch_size: int = 128
-    forget_loss: str = "mse"
-    temperature: float = 1.0
-    balance: str = "uncertainty"
-    balance_lr: float = 0.01
-    dwa_temperature: float = 2.0
-    gradnorm_alpha: float = 1.5
-    w_forget: float = 1.0
-    w_recover: float = 1.0
+    epochs: float = param(3.0, gt=0)
+    lr: float = param(3e-3, gt=0)
+    optimizer: str = param("adam", choices=OPTIMIZERS)
+    batch_size: int = param(128, ge=1)
+    forget_batch_size: int = param(128, ge=1)
+    forget_loss: str = param("mse", choices=FORGET_LOSSES)
+    temperature: float = param(1.0, gt=0)
+    balance: str = param("uncertainty", choices=BALANCES)
+    balance_lr: float = param(0.01, gt=0)
+    dwa_temperature: float = param(2.0, gt=0)
+    gradnorm_alpha: float = param(1.5, ge=0)
+    w_forget: float = param(1.0, ge=0)
+    w_recover: float = param(1.0, ge=0)
     recalibrate_bn: bool = True  # re-estimate BatchNorm statistics on D_sub at the end (forget inputs drift them)
     augment: bool = False
-    noise_n: int = 256
-    noise_steps: int = 40
-    noise_lr: float = 0.1
-    noise_lam: float = 0.1
-    noise_space: str = "normalised"
+    noise_n: int = param(256, ge=1)
+    noise_steps: int = param(40, ge=0)
+    noise_lr: float = param(0.1, gt=0)
+    noise_lam: float = param(0.1, ge=0)
+    noise_space: str = param("normalised", choices=("normalised", "input"))
 
 
 class _FCALB(Method):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ..data.dataset import concat
 from ..training.loop import OptimConfig, fine_tune
+from ..params import OPTIMIZERS, param
 from .base import RETAIN_SUBSET, Method, register
 from .common import error_maximising_noise, recalibrate_batchnorm
 
@@ -57,21 +58,21 @@ class UNSIR(Method):
         optimisation and no recalibration.
         """
 
-        noise_n: int = 256
-        noise_steps: int = 40
-        noise_lr: float = 0.1
-        noise_lam: float = 0.1
+        noise_n: int = param(256, ge=1)
+        noise_steps: int = param(40, ge=0)
+        noise_lr: float = param(0.1, gt=0)
+        noise_lam: float = param(0.1, ge=0)
         noise_train_mode: bool = False  # True: the notebook's BatchNorm-drifting train mode
-        noise_copies: int = 1  # repeat each noise block in the impair set (notebook-style copies)
-        impair_lr: float = 1e-2
-        repair_lr: float = 3e-3
-        impair_epochs: float = 1.0
-        repair_epochs: float = 3.0
-        batch_size: int = 256
-        optimizer: str = "adam"
+        noise_copies: int = param(1, ge=1)  # repeat each noise block in the impair set (notebook-style copies)
+        impair_lr: float = param(1e-2, gt=0)
+        repair_lr: float = param(3e-3, gt=0)
+        impair_epochs: float = param(1.0, gt=0)
+        repair_epochs: float = param(3.0, ge=0)
+        batch_size: int = param(256, ge=1)
+        optimizer: str = param("adam", choices=OPTIMIZERS)
         augment: bool = False  # the notebook impairs and repairs without augmentation
         recalibrate_bn: bool = True  # re-estimate BatchNorm statistics on D_sub after repair (not in the notebook)
-        noise_space: str = "normalised"  # N(0,1) noise as the model's first layer sees it (the notebook's scale)
+        noise_space: str = param("normalised", choices=("normalised", "input"))  # N(0,1) noise as the model's first layer sees it (the notebook's scale)
 
     presets = {"paper": {"impair_lr": 0.02, "repair_lr": 0.01, "repair_epochs": 1.0},
                "notebook": {"impair_lr": 0.02, "repair_lr": 0.01, "repair_epochs": 1.0, "noise_train_mode": True,
