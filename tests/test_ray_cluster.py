@@ -32,7 +32,13 @@ from obliviate.harness.store import Store
 from obliviate.harness.study import load_study
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # Opt-in: on a loaded 2-core machine a starved driver misses Ray's health checks and its object refs
+    # die with it (OwnerDiedError, seen 2026-11-29); passes in ~65 s on a quiet machine.
+    pytest.mark.skipif(os.environ.get("OBLIVIATE_RAY_CLUSTER") != "1",
+                       reason="two-node Ray cluster test: set OBLIVIATE_RAY_CLUSTER=1 (needs a quiet machine)"),
+]
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).with_name("ray")

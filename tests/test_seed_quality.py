@@ -158,3 +158,11 @@ def test_stitch_arithmetic_returns_the_served_model_when_nothing_changed(digits,
     stitch(model, theta_b, theta_t, digits.train)
     for name, q in model.named_parameters():
         assert torch.allclose(q.detach(), theta_b[name].float(), atol=1e-6), name
+
+
+def test_unsir_notebook_preset_draws_noise_where_the_notebook_did():
+    """The notebook normalised its data outside the network, so its N(0, 1) noise lives in normalised space."""
+    from obliviate.methods import get_method, resolve_params
+
+    p = resolve_params(get_method("unsir"), {"preset": "notebook"})
+    assert p.noise_space == "normalised" and p.noise_train_mode and not p.recalibrate_bn

@@ -215,6 +215,8 @@ def report_command(
     from ..harness.report import write_report
     from ..harness.store import Store, pick_study
 
+    if out is not None:
+        check_writable_dir(out, "--out")  # before reading anything: a bad --out is the first thing to say
     with Store(store, create=False) as st:
         name = pick_study(st, study)
     console.print(f"reading study {name!r} from {store}", highlight=False)

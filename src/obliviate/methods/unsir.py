@@ -53,9 +53,14 @@ class UNSIR(Method):
           (train and test forget <= 0.03) with retain within 3 points of the original on both sets
           (digits 0.998 → 0.97–0.99; Fashion-MNIST retain unchanged or higher). Impair 2e-3–5e-3 left
           the class at 0.1–0.9; 2e-2 forgot it but cost 5–40 points of retain accuracy.
+        * full Fashion-MNIST, resnet8 width 16, D_sub 1,000/class, seed 0 (2026-11-29): test accuracy on
+          the kept classes vs ``retrain``: 3 repair epochs −3.6 (class 0) / −2.2 (classes 0+2) points at 23-26 s;
+          6 repair epochs −2.2 / −1.9 at 35-36 s (retrain: 171-188 s). The default is now 6: 1.4 points
+          back for 11 s. Forget accuracy stayed 0.0 % either way.
         ``preset=paper`` restores the notebook's Adam 0.02 / 0.01 and one repair epoch (forgets, retain
-        0.70–0.89 on these models); ``preset=notebook`` also its input-space noise, train-mode noise
-        optimisation and no recalibration.
+        0.70–0.89 on these models); ``preset=notebook`` also its train-mode noise optimisation and no
+        recalibration (its noise is N(0, 1) where its network's first layer sees it: the notebook normalised the
+        data outside the model, so that is obliviate's normalised space, not [0, 1] input space).
         """
 
         noise_n: int = param(256, ge=1)
@@ -67,7 +72,7 @@ class UNSIR(Method):
         impair_lr: float = param(1e-2, gt=0)
         repair_lr: float = param(3e-3, gt=0)
         impair_epochs: float = param(1.0, gt=0)
-        repair_epochs: float = param(3.0, ge=0)
+        repair_epochs: float = param(6.0, ge=0)
         batch_size: int = param(256, ge=1)
         optimizer: str = param("adam", choices=OPTIMIZERS)
         augment: bool = False  # the notebook impairs and repairs without augmentation
@@ -76,7 +81,7 @@ class UNSIR(Method):
 
     presets = {"paper": {"impair_lr": 0.02, "repair_lr": 0.01, "repair_epochs": 1.0},
                "notebook": {"impair_lr": 0.02, "repair_lr": 0.01, "repair_epochs": 1.0, "noise_train_mode": True,
-                            "recalibrate_bn": False, "noise_space": "input"}}
+                            "recalibrate_bn": False}}
 
     def run(self, ctx, p):
         noise = noise_for(ctx, p)
