@@ -10,6 +10,7 @@ quality against subset size for each method.
 """
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import dataclass
 
@@ -131,8 +132,6 @@ def plot_quality_vs_subset(rows: list[dict], metric: str = "test_retain_acc") ->
 
 def slope_table(slopes: list[Slope]) -> tuple[str, str]:
     """(html, markdown) table: method, request, seconds at each size, fitted slope."""
-    import html
-
     if not slopes:
         return "", ""
     sizes = sorted({x for s in slopes for x, _ in s.points})

@@ -200,14 +200,15 @@ class _Snapshots:
     def model(self, j: int) -> dict:
         return load_block_snapshot(self.path, j)["model"]
 
-    def check_final(self, original: torch.nn.Module) -> None:
-        """The model to unlearn must be θ_B of this run, or stitching adds the wrong updates."""
-        final = original.state_dict()
-        for k, v in self.model(self.n_blocks).items():
+    def check_final(self, original: torch.nn.Module) -> dict:
+        """The model to unlearn must be θ_B of this run, or stitching adds the wrong updates; returns θ_B."""
+        final, theta_b = original.state_dict(), self.model(self.n_blocks)
+        for k, v in theta_b.items():
             if k in final and v.is_floating_point() and not torch.allclose(
                     final[k].detach().cpu().float(), v.float(), atol=1e-6, rtol=1e-5):
                 raise ObliviateError(f"deepobliviate: the model to unlearn is not the final model of {self.path} "
                                      f"(parameter {k} differs); pass the run's own model")
+        return theta_b
 
 
 @register
@@ -248,14 +249,14 @@ class DeepObliviate(Method):
             raise ObliviateError(f"deepobliviate: sample id {bad} is not in the block assignment of {snaps.path} "
                                  "(was that run trained on this data set?)")
         first, last = int(forget_blocks.min()), int(forget_blocks.max())  # 0-based block indices
-        snaps.check_final(ctx.original)
+        theta_b = snaps.check_final(ctx.original)
         retain = ctx.retain
         # retain ids absent from the assignment were never trained on (the run excluded them): block -1, left out
         retain_blocks = torch.as_tensor(snaps.block_of(retain.ids.cpu().numpy()), device=retain.device)
         stop, deltas, decisions = _retrain_suffix(ctx, p, snaps, retain, retain_blocks, first, last)
         stitched = stop < snaps.n_blocks
         if stitched:
-            stitch(ctx.model, snaps.model(snaps.n_blocks), snaps.model(stop), retain, p.bn_samples, ctx.seed)
+            stitch(ctx.model, theta_b, snaps.model(stop), retain, p.bn_samples, ctx.seed)
         retrained = list(range(first + 1, stop + 1))
         ctx.info.update({
             "blocks": snaps.n_blocks, "first_block": first + 1, "last_block": last + 1,

@@ -42,6 +42,7 @@ class Balance:
 
     def __init__(self, p, model, device):
         self.p, self.weights, self.trace = p, [1.0, 1.0], []
+        self.values: list[float] = []  # this step's loss values, read once (one device sync) for every scheme
 
     def extra_params(self) -> list[dict]:
         return []
@@ -50,6 +51,7 @@ class Balance:
         raise NotImplementedError
 
     def total(self, losses) -> torch.Tensor:
+        self.values = [float(loss.item()) for loss in losses]
         out = self.combine(losses)
         self.trace.append([round(float(w), 5) for w in self.weights])
         return out
@@ -90,8 +92,8 @@ class DWABalance(Balance):
             ratios = [(sum(h[-n:]) / n) / max(sum(h[-2 * n:-n]) / n, 1e-12) for h in self.history]
             e = [math.exp(r / self.p.dwa_temperature) for r in ratios]
             self.weights = [2 * x / sum(e) for x in e]
-        for h, loss in zip(self.history, losses):
-            h.append(loss.item())
+        for h, value in zip(self.history, self.values):
+            h.append(value)
         return self.weights[0] * losses[0] + self.weights[1] * losses[1]
 
 
@@ -110,10 +112,10 @@ class GradNormBalance(Balance):
 
     def combine(self, losses):
         if self.first is None:
-            self.first = [max(loss.item(), 1e-12) for loss in losses]
+            self.first = [max(v, 1e-12) for v in self.values]
         norms = torch.stack([torch.autograd.grad(self.w[i] * losses[i], self.shared, retain_graph=True,
                                                  create_graph=True)[0].norm() for i in range(2)])
-        ratios = torch.tensor([losses[i].item() / self.first[i] for i in range(2)], device=norms.device)
+        ratios = torch.tensor([self.values[i] / self.first[i] for i in range(2)], device=norms.device)
         target = (norms.mean() * (ratios / ratios.mean()) ** self.p.gradnorm_alpha).detach()
         (grad_w,) = torch.autograd.grad((norms - target).abs().sum(), self.w, retain_graph=True)
         self.opt.zero_grad(set_to_none=True)
@@ -212,7 +214,6 @@ class _FCALB(Method):
 
         balance = make_balance(p, model, ctx.device, len(BatchStream(sub, p.batch_size)))
         g = ctx.generator(0xFB)
-        history: list[list[float]] = [[], []]
 
         def feature_loss(xf: torch.Tensor) -> torch.Tensor:
             if p.forget_loss == "mse":
@@ -228,8 +229,6 @@ class _FCALB(Method):
             idx = torch.randint(0, len(forget_x), (min(p.forget_batch_size, len(forget_x)),), device=ctx.device,
                                 generator=g)
             losses = (feature_loss(forget_x[idx]), F.cross_entropy(m(batch.x).float(), batch.y))
-            history[0].append(losses[0].item())
-            history[1].append(losses[1].item())
             return balance.total(losses)
 
         fine_tune(model, sub, loss_fn, epochs=p.epochs, batch_size=p.batch_size,
@@ -241,8 +240,7 @@ class _FCALB(Method):
         ctx.info.update({
             "forget_inputs": len(forget_x), "balance": p.balance, "final_weights": balance.weights,
             "weights_trace": balance.trace[:: max(1, len(balance.trace) // 20)],
-            "final_losses": {"forget": history[0][-1] if history[0] else None,
-                             "recover": history[1][-1] if history[1] else None},
+            "final_losses": dict(zip(("forget", "recover"), balance.values)) or {"forget": None, "recover": None},
         })
         return model
 
