@@ -119,3 +119,31 @@ def recalibrate_batchnorm(model: torch.nn.Module, data: ArrayData, batch_size: i
             m.momentum = mom
         model.train(was_training)
     return True
+
+
+def retain_distillation(teacher: torch.nn.Module, forget_classes: Iterable[int], weight: float,
+                        temperature: float = 2.0):
+    """Cross-entropy on retained data, mixed with distillation from the original with the forgotten classes masked.
+
+    Repairing on a small retain subset with labels alone re-learns the kept classes from a few thousand
+    images and loses what the original knew from all of them. The original's outputs, with the forgotten
+    classes' logits removed, are almost exactly the retrained model's on kept-class inputs (full Fashion-MNIST,
+    resnet8: 94.1 % vs retrain's 94.3 % on kept test classes), so pulling toward them restores that knowledge
+    without pulling toward the forgotten classes. ``weight`` 0 is plain cross-entropy. Reads only the batch
+    it is given (the retain subset), so zero-glance methods stay zero-glance.
+    """
+    masked = sorted(set(int(c) for c in forget_classes))
+
+    def loss(model: torch.nn.Module, batch) -> torch.Tensor:
+        logits = model(batch.x).float()
+        ce = F.cross_entropy(logits, batch.y)
+        if weight <= 0:
+            return ce
+        with torch.no_grad():
+            target = teacher(batch.x).float()
+            target[:, masked] = float("-inf")
+            target = F.softmax(target / temperature, 1)
+        kd = F.kl_div(F.log_softmax(logits / temperature, 1), target, reduction="batchmean") * temperature ** 2
+        return (1 - weight) * ce + weight * kd
+
+    return loss

@@ -31,7 +31,7 @@ from ..models import build_model
 from ..training.loop import OptimConfig, fine_tune
 from ..params import OPTIMIZERS, param
 from .base import FORGET, RETAIN_SUBSET, Method, register
-from .common import error_maximising_noise, recalibrate_batchnorm
+from .common import error_maximising_noise, recalibrate_batchnorm, retain_distillation
 
 BALANCES = ("uncertainty", "dwa", "gradnorm", "fixed")
 FORGET_LOSSES = ("mse", "kl")
@@ -156,17 +156,23 @@ class FCALBParams:
     UNSIR's (used by the zero-glance variant only).
 
     Full Fashion-MNIST, resnet8 width 16, D_sub 1,000 per class, seed 0 (2026-11-29, one run on 2 CPU
-    cores): test accuracy on the kept classes vs ``retrain`` — class 0: uncertainty −2.6, GradNorm −2.1,
+    cores; old recipe: constant lr, plain cross-entropy): kept-class test accuracy vs ``retrain`` — class 0: uncertainty −2.6, GradNorm −2.1,
     DWA −2.3 points; classes 0+2: −3.3, −3.8, −3.1; forget 0.0 % for all; 26-30 s vs retrain's 171-188 s.
     No scheme is better by more than one seed's noise, so the default stays ``uncertainty`` (the cheapest
-    with learnt weights besides DWA; GradNorm costs ~12 % more for its second-order step). All three stay
-    2-4 points below ``retrain`` and below a plain ``finetune`` at this scale: the paper's claim is not
-    reproduced here.
+    with learnt weights besides DWA; GradNorm costs ~12 % more for its second-order step).
+    What closed the gap to ``retrain`` (same model, seed-0 original, one run each, kept-class test accuracy,
+    retrain 94.3 / 95.6): a cosine-decayed lr (``schedule``) 91.6 → 93.3 (class 0), and a recover loss that
+    mixes cross-entropy with distillation from the original with the forgotten logits masked (``distill``,
+    ``methods.common.retain_distillation``): 0.5 → 93.8 / 95.4, 0.9 → 94.0 / 95.5 (the default; 0.3 / 0.1
+    points below retrain); forget 0.0 %. 2 epochs instead of 3: 93.7; D_sub 500 / 250 per class: 93.6 / 93.3.
     """
 
     epochs: float = param(3.0, gt=0)
     lr: float = param(3e-3, gt=0)
     optimizer: str = param("adam", choices=OPTIMIZERS)
+    distill: float = param(0.9, ge=0, le=1)  # weight of distillation from θ₀ (forgotten classes masked) in the recover loss
+    distill_temperature: float = param(2.0, gt=0)
+    schedule: str = param("cosine", choices=("constant", "cosine"))  # lr flat, or decayed to 0 over the run
     batch_size: int = param(128, ge=1)
     forget_batch_size: int = param(128, ge=1)
     forget_loss: str = param("mse", choices=FORGET_LOSSES)
@@ -225,14 +231,16 @@ class _FCALB(Method):
             log_p = F.log_softmax(model(xf).float() / p.temperature, 1)
             return F.kl_div(log_p, target, reduction="batchmean") * p.temperature ** 2
 
+        recover = retain_distillation(ctx.original, ctx.forget_classes, p.distill, p.distill_temperature)
+
         def loss_fn(m, batch):
             idx = torch.randint(0, len(forget_x), (min(p.forget_batch_size, len(forget_x)),), device=ctx.device,
                                 generator=g)
-            losses = (feature_loss(forget_x[idx]), F.cross_entropy(m(batch.x).float(), batch.y))
+            losses = (feature_loss(forget_x[idx]), recover(m, batch))
             return balance.total(losses)
 
         fine_tune(model, sub, loss_fn, epochs=p.epochs, batch_size=p.batch_size,
-                  optim=OptimConfig(p.optimizer, p.lr, 0.9, 0.0, "constant"),
+                  optim=OptimConfig(p.optimizer, p.lr, 0.9, 0.0, p.schedule),
                   augment=ctx.augment if p.augment else "none", seed=ctx.seed, description=self.name,
                   params=[{"params": list(model.parameters())}, *balance.extra_params()])
         if p.recalibrate_bn:
