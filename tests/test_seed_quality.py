@@ -114,6 +114,57 @@ def test_fcalb_balance_weights_move_and_it_forgets(balance, digits, digits_model
 
 
 # ---------------------------------------------------------------- DeepObliviate's stop rule
+class _FixedLogits(torch.nn.Module):
+    """A 'model' whose output is a learnable logit table (one row per input), to read the loss's gradient."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.z = torch.nn.Parameter(logits.clone())
+
+    def forward(self, x):
+        return self.z
+
+
+def test_retain_distillation_is_cross_entropy_at_zero_and_pushes_forgotten_logits_down():
+    """The repair/recover loss: weight 0 is plain cross-entropy; with weight it pulls the model toward the
+    original with the forgotten classes masked, so it lowers the forgotten logit even on a kept-class input."""
+    from types import SimpleNamespace
+
+    from obliviate.methods.common import retain_distillation
+
+    torch.manual_seed(0)
+    logits = torch.randn(16, 4)
+    teacher, student = _FixedLogits(logits), _FixedLogits(logits)
+    batch = SimpleNamespace(x=torch.zeros(16, 1), y=torch.randint(1, 4, (16,)))  # kept classes only
+    ce = torch.nn.functional.cross_entropy(logits, batch.y)
+    assert torch.allclose(retain_distillation(teacher, [0], 0.0)(student, batch), ce)
+    loss = retain_distillation(teacher, [0], 1.0)(student, batch)
+    assert loss.item() > 0  # the unmasked copy still gives class 0 probability mass
+    loss.backward()
+    assert (student.z.grad[:, 0] > 0).all()  # a descent step lowers class 0's logit on every input
+    assert (student.z.grad[:, 1:].sum(1) < 0).all()  # and moves that mass to the kept classes
+    with torch.no_grad():  # a student that already gives class 0 nothing matches the masked teacher
+        student.z[:, 0] = -1e4
+    assert retain_distillation(teacher, [0], 1.0)(student, batch).item() < 1e-4
+
+
+def test_fcalb_distillation_keeps_more_of_the_kept_classes_and_forgets(digits, digits_model):
+    """Measured on digits, D_sub 40 per class, 3 seeds (kept-class test accuracy, forget test accuracy):
+    plain cross-entropy 0.978-0.984 / 0.38-0.68, distillation 0.9 0.988-0.991 / 0.00-0.08. With the
+    cosine schedule the masked teacher is also what finishes the forgetting on this small model; on full
+    Fashion-MNIST it raised kept-class accuracy from 93.3 to 94.0 % (see FCALBParams)."""
+    request = ForgetRequest.for_classes(3, subset_per_class=40)
+    keep = digits.test.subset((digits.test.y != 3).nonzero().flatten())
+    forget = digits.test.subset((digits.test.y == 3).nonzero().flatten())
+    plain, distilled = [], []
+    for seed in (0, 1, 2):
+        for w, out in ((0.0, plain), (0.9, distilled)):
+            model, _ = unlearn(digits_model, digits, request, "fcalb", params={"distill": w}, seed=seed)
+            out.append((accuracy(model, keep), accuracy(model, forget)))
+    assert all(d[0] > p[0] for p, d in zip(plain, distilled)), (plain, distilled)
+    assert max(d[1] for d in distilled) <= 0.15 and np.mean([p[1] for p in plain]) > 0.2, (plain, distilled)
+
+
 def test_stop_rule_fires_on_a_decay_and_never_on_flat_bumpy_or_rising_series():
     decay = list(1.0 / np.arange(1, 16))
     fired = [k for k in range(4, 16) if stop_decision(decay[:k], 0.02, 4, 0.7)["stop"]]
