@@ -380,6 +380,32 @@ def test_deepobliviate_stops_early_and_stitches(digits, digits_blocks_run, monke
     assert accuracy(model, digits.test) >= accuracy(digits_blocks_run.model, digits.test) - RETAIN_MARGIN
 
 
+def test_deepobliviate_rejects_a_stitch_that_loses_accuracy(digits, digits_blocks_run, monkeypatch):
+    """A stitch that breaks the model is refused; retraining goes on and the next block's stitch is served."""
+    import obliviate.methods.deepobliviate as do
+
+    monkeypatch.setattr(do, "stop_decision", lambda deltas, *a, **k: {"stop": len(deltas) >= 2, "reason": "test"})
+    real = do.stitch
+
+    def broken_at_block_4(model, theta_b, theta_t, *a, **k):
+        real(model, theta_b, theta_t, *a, **k)
+        if torch.equal(theta_t["head.weight"], do.load_block_snapshot(digits_blocks_run.run.path, 4)["model"]["head.weight"]):
+            with torch.no_grad():
+                model.head.weight.mul_(-1.0)  # a stitch that went wrong: the classifier is flipped
+
+    monkeypatch.setattr(do, "stitch", broken_at_block_4)
+    ids = _block_ids(digits_blocks_run, 2)  # block 3 of 8: the rule fires at block 4, then 5
+    model, record = _deepobliviate(digits_blocks_run, digits, ids)
+    info = record["info"]
+    assert [c["accepted"] for c in info["stitch_checks"]] == [False, True] and info["stopped_at"] == 5
+    assert info["retrained_blocks"] == [3, 4, 5] and info["stitched"] is True
+    assert [d["reason"] for d in info["decisions"] if d["block"] == 4][0].startswith("stitch check failed")
+    assert accuracy(model, digits.test) >= accuracy(digits_blocks_run.model, digits.test) - RETAIN_MARGIN
+    # without the check the broken stitch is served
+    model, record = _deepobliviate(digits_blocks_run, digits, ids, max_stitch_drop=None)
+    assert record["info"]["stopped_at"] == 4 and accuracy(model, digits.test) < 0.5
+
+
 def test_deepobliviate_without_stopping_equals_exact_retraining(digits, digits_blocks_run):
     ids = _block_ids(digits_blocks_run, 0)  # d = 1: retraining restarts from the recorded initialisation
     model, record = _deepobliviate(digits_blocks_run, digits, ids, epsilon=0.0)
