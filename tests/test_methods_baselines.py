@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import DIGITS_RECIPE
 
 from obliviate.data import ForgetRequest
 from obliviate.data.pipeline import BatchStream, predict
@@ -19,8 +20,6 @@ from obliviate.methods.fisher import fisher_diagonal
 from obliviate.methods.salun import saliency_mask
 from obliviate.metrics.accuracy import accuracy
 from obliviate.training import TrainConfig, train
-
-from conftest import DIGITS_RECIPE
 
 FORGET_CLASS = 3
 CLASS_REQUEST = ForgetRequest.for_classes(FORGET_CLASS)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import DIGITS_RECIPE
 
 from obliviate import ForgetRequest, ObliviateError, unlearn
 from obliviate.api import load_checkpoint
@@ -16,13 +17,11 @@ from obliviate.data import load_data
 from obliviate.data.dataset import ArrayData
 from obliviate.data.pipeline import predict
 from obliviate.errors import AccessError
-from obliviate.metrics.accuracy import accuracy
 from obliviate.methods import METHODS, get_method
 from obliviate.methods.base import RETAIN_SUBSET, Method, UnlearnContext, register
 from obliviate.methods.common import error_maximising_noise
+from obliviate.metrics.accuracy import accuracy
 from obliviate.training import TrainConfig, load_block_assignment, train
-
-from conftest import DIGITS_RECIPE
 
 RETAIN_MARGIN = 0.05  # retain accuracy may fall at most 5 points below the original's
 FORGET_MAX = 0.05
@@ -313,7 +312,7 @@ def test_forget_ids_come_only_with_a_declaration(digits, digits_model):
         def run(self, ctx, p):
             _Probe.found = {"request_ids": ctx.request.ids, "kind": ctx.request.kind}
             with pytest.raises(AccessError, match="forget_ids"):
-                ctx.forget_ids
+                _ = ctx.forget_ids
             return ctx.model
 
     with _registered(Blind) as name:

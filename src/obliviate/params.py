@@ -130,7 +130,8 @@ def check_value(owner: str, name: str, value: Any, annotation: Any, rng: Range |
         raise ObliviateError(f"{owner}: {name}={value!r} is not a finite number{allowed}")
     if rng is not None and not rng.holds(value):
         if rng.choices is not None:
-            raise ObliviateError(f"{owner}: unknown {name} {value!r}; choose one of: {', '.join(map(str, rng.choices))}")
+            choices = ", ".join(map(str, rng.choices))
+            raise ObliviateError(f"{owner}: unknown {name} {value!r}; choose one of: {choices}")
         raise ObliviateError(f"{owner}: {name}={value!r} is out of range{allowed}")
 
 

@@ -63,8 +63,9 @@ def bench_command(
     work: Optional[Path] = typer.Option(None, "--work", help="folder for trained models and figures "
                                                              "(default: work/ beside the store)"),
     executor: str = typer.Option("local", "--executor", help="local (this process) or ray"),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (auto, ray://host:port); "
-                                                                          "default: start Ray on this machine"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address",
+                                              help="Ray cluster address (auto, ray://host:port); "
+                                                   "default: start Ray on this machine"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="CPUs for a local Ray (one run per CPU)"),
     max_retries: int = typer.Option(2, "--max-retries", help="Ray: tries again a run whose worker or node died, "
                                                              "this many times, before storing it as failed"),
@@ -78,7 +79,8 @@ def bench_command(
     def on_row(row: dict) -> None:
         if row.get("status") != "done":
             first = (row.get("error") or "").splitlines()[0] if row.get("error") else "?"
-            what = f"{row.get('dataset')}/{row.get('model')}/{row.get('request')}/{row.get('method')}/seed {row.get('seed')}"
+            what = "/".join(str(row.get(k)) for k in ("dataset", "model", "request", "method"))
+            what += f"/seed {row.get('seed')}"
             err_console.print(f"[red]failed[/] {escape(what)}: {escape(first)}", highlight=False)
 
     res = bench(study, store, work=work, executor=executor, address=ray_address, workers=workers, device=device,
@@ -96,8 +98,8 @@ def bench_command(
 
         done = Store(res.store, readonly=True).done_keys(s.name) if res.store.exists() else set()
         for t in plan.tasks:
-            table.add_row(t.key[:10], escape(t.dataset), escape(t.model), str(t.seed), escape(t.request), escape(t.method),
-                          "done" if t.key in done else "to run")
+            table.add_row(t.key[:10], escape(t.dataset), escape(t.model), str(t.seed), escape(t.request),
+                          escape(t.method), "done" if t.key in done else "to run")
         console.print(table)
         return
     if res.outcome is not None:

@@ -24,8 +24,21 @@ from ..env import now_iso, parse_device, pick_device
 from ..errors import ObliviateError
 from ..io import check_writable_dir, to_json
 from ..progress import progress_task
-from .runner import (ORIGINALS, ROW_FILE, RUN_FILE, RUNS, Task, ensure_original, ensure_retrain, execute_task,
-                     load_bundle, original_dir, retrain_dir, row_json, task_row)
+from .runner import (
+    ORIGINALS,
+    ROW_FILE,
+    RUN_FILE,
+    RUNS,
+    Task,
+    ensure_original,
+    ensure_retrain,
+    execute_task,
+    load_bundle,
+    original_dir,
+    retrain_dir,
+    row_json,
+    task_row,
+)
 from .store import Store
 
 
@@ -121,9 +134,10 @@ def _submit_models(ray, fns: dict, tasks: list[Task], work: Path, device: str | 
     for t in tasks:
         orig, retrain = original_dir(t, work), retrain_dir(t, work)
         if orig.name not in refs:
-            refs[orig.name] = ref_for(orig, lambda: fns["original"].remote(t.to_dict(), device))
+            refs[orig.name] = ref_for(orig, lambda t=t: fns["original"].remote(t.to_dict(), device))
         if retrain.name not in refs:
-            refs[retrain.name] = ref_for(retrain, lambda: fns["retrain"].remote(t.to_dict(), refs[orig.name], device))
+            refs[retrain.name] = ref_for(retrain,
+                                         lambda t=t, o=orig: fns["retrain"].remote(t.to_dict(), refs[o.name], device))
     return refs, to_save
 
 

@@ -67,7 +67,8 @@ class Task:
     def identity(self) -> dict:
         d = dataclasses.asdict(self)
         d.pop("key")
-        d["data_spec"] = {k: v for k, v in self.data_spec.items() if k != "root"}  # where the file lies is not what it is
+        # where the file lies is not what it is
+        d["data_spec"] = {k: v for k, v in self.data_spec.items() if k != "root"}
         d["evaluate"] = {k: v for k, v in self.evaluate.items() if k != "keep_models"}
         return d
 
@@ -295,8 +296,8 @@ def execute_task(task: Task | dict, store_path: str | Path, work_dir: str | Path
     An exception inside the run becomes a ``failed`` row (re-run later); Ctrl-C propagates and
     leaves no row, so the run counts as missing and is redone on resume.
     """
-    from ..metrics.evaluate import evaluate
     from ..methods import unlearn
+    from ..metrics.evaluate import evaluate
 
     task = Task.from_dict(task) if isinstance(task, dict) else task
     work = Path(work_dir)

@@ -209,8 +209,8 @@ def _check_train(doc: Located, path: tuple, train: Any) -> dict:
     out = {}
     for k, v in train.items():
         if k in ("model", "seed"):
-            raise doc.error(path + (k,), f"{k!r} is not a training option here: "
-                                         f"{'list models under models:' if k == 'model' else 'list seeds under seeds:'}")
+            where = "list models under models:" if k == "model" else "list seeds under seeds:"
+            raise doc.error(path + (k,), f"{k!r} is not a training option here: {where}")
         if k not in names:
             close = difflib.get_close_matches(k, sorted(names), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -420,7 +420,7 @@ def parse_study(text: str, file: str = "<study>", *, data_roots: dict[str, str] 
                 only[k] = ()
                 continue
             vals = vals if isinstance(vals, list) else [vals]
-            for j, v in enumerate(vals):
+            for v in vals:
                 _choose(doc, p + (k,), str(v), pool, k[:-1] + " label")
             only[k] = tuple(str(v) for v in vals)
         if mname in REFERENCE_METHODS and mname not in METHODS and params:

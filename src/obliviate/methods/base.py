@@ -58,7 +58,8 @@ class UnlearnContext:
 
     def _get(self, kind: str):
         if kind not in self.declared:
-            raise AccessError(f"method did not declare access to {kind!r} (declared: {sorted(self.declared) or 'none'})")
+            declared = sorted(self.declared) or "none"
+            raise AccessError(f"method did not declare access to {kind!r} (declared: {declared})")
         value = self._data.get(kind)
         if value is None:
             raise AccessError(f"{kind!r} is not available for this request")

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, ObliviateError
+from ..params import param
 from ..training.checkpoint import open_run
 from ..training.loop import make_optimizer
 from ..training.trainer import TrainConfig, load_block_assignment, load_block_snapshot, train_block
-from ..params import param
 from .base import FORGET_IDS, RETAIN, SNAPSHOTS, Method, register
 from .common import recalibrate_batchnorm
 

@@ -18,8 +18,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from ..training.trainer import train
 from ..params import SCHEDULES, param
+from ..training.trainer import train
 from .base import RETAIN, Method, register
 from .retrain import Retrain, recipe, retain_bundle
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..training.loop import OptimConfig, fine_tune
 from ..params import OPTIMIZERS, param
+from ..training.loop import OptimConfig, fine_tune
 from .base import RETAIN, Method, register
 
 

@@ -27,9 +27,8 @@ from ..env import seed_everything
 from ..errors import AccessError, ObliviateError
 from ..models import build_model
 from ..params import declared, param
-from ..training.trainer import (TrainConfig, assign_blocks, load_block_assignment, prepare_model, train,
-                                train_block)
 from ..training.loop import make_optimizer
+from ..training.trainer import TrainConfig, assign_blocks, load_block_assignment, prepare_model, train, train_block
 from .base import RETAIN, SNAPSHOTS, Method, register
 
 _RECIPE_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",

@@ -47,7 +47,7 @@ def saliency_mask(model: torch.nn.Module, forget, ratio: float, batch_size: int 
     if keep:
         mask[torch.topk(flat, keep, sorted=False).indices] = 1.0
     out, start = {}, 0
-    for (n, q), g in zip(named, grads):
+    for n, q in named:
         out[n] = mask[start:start + q.numel()].view_as(q)
         start += q.numel()
     return out

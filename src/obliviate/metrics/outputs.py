@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from ..data.dataset import ArrayData
 from ..data.pipeline import predict
 
-
 _CACHE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("obliviate_logit_cache", default=None)
 
 

@@ -114,7 +114,8 @@ def open_run(path: str | Path) -> RunDir:
         raise CheckpointError(f"checkpoint directory {path} does not exist")
     run_file = path / RUN_FILE
     if not run_file.exists():
-        hint = " (it holds snapshots of an unfinished run: re-run train to resume)" if (path / SNAP_DIR).exists() else ""
+        unfinished = (path / SNAP_DIR).exists()
+        hint = " (it holds snapshots of an unfinished run: re-run train to resume)" if unfinished else ""
         raise CheckpointError(f"{path} is not a finished run: no {RUN_FILE}{hint}")
     try:
         record = json.loads(run_file.read_text())

@@ -30,9 +30,19 @@ from ..io import config_hash, write_npy
 from ..metrics.accuracy import accuracy
 from ..models import MODELS, Classifier, model_for
 from ..params import OPTIMIZERS, SCHEDULES, check_fields, param
-from .checkpoint import (BLOCKS_FILE, SNAP_DIR, RunDir, check_output_dir, finish_run, first_line,
-                         latest_snapshot, save_snapshot, snapshot_file)
-from .checkpoint import load_block_assignment, load_block_snapshot  # noqa: F401  (methods import them here)
+from .checkpoint import (  # noqa: F401  (methods import them here)
+    BLOCKS_FILE,
+    SNAP_DIR,
+    RunDir,
+    check_output_dir,
+    finish_run,
+    first_line,
+    latest_snapshot,
+    load_block_assignment,
+    load_block_snapshot,
+    save_snapshot,
+    snapshot_file,
+)
 from .loop import OptimConfig, cross_entropy, make_optimizer, make_scheduler, run_epochs
 
 
