@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ..errors import ObliviateError
 from ..harness.executor import DEFAULT_STORE, bench
+from ..harness.store import Store, merge_stores, pick_study
 from ..io import check_writable_dir
 from .app import app, cli_command, console, err_console
 
@@ -94,8 +95,6 @@ def bench_command(
                   f"{res.already_done} already done, {todo} to run", highlight=False)
     if dry_run:
         table = Table("key", "data set", "model", "seed", "request", "method", "state", title=f"runs of {s.name}")
-        from ..harness.store import Store
-
         done = Store(res.store, readonly=True).done_keys(s.name) if res.store.exists() else set()
         for t in plan.tasks:
             table.add_row(t.key[:10], escape(t.dataset), escape(t.model), str(t.seed), escape(t.request),
@@ -131,8 +130,7 @@ def results_command(
     """Show or export a study's results: mean ± std over seeds per (data set, model, request, method)."""
     if ctx.invoked_subcommand:  # `results merge`: the options above belong to showing results
         return
-    from ..harness.store import Store, pick_study
-    from ..harness.tables import aggregate, rows_frame
+    from ..harness.tables import aggregate, rows_frame  # pandas: loaded only to show results
 
     if format not in ("table", "csv", "parquet"):
         raise ObliviateError(f"unknown format {format!r}; choose table, csv or parquet")
@@ -185,8 +183,6 @@ def merge_command(
     into: Path = typer.Option(..., "--into", help="store to merge into (created when missing)"),
 ) -> None:
     """Merge stores made separately (e.g. on two machines): one row per run key, conflicts reported."""
-    from ..harness.store import Store, merge_stores
-
     reports = merge_stores(sources, into)
     conflicts = 0
     for src, rep in reports.items():
@@ -214,8 +210,7 @@ def report_command(
     study: Optional[str] = typer.Option(None, "--study", help="study name (needed when the store holds several)"),
 ) -> None:
     """Write a self-contained HTML report (and Markdown) of a study's results."""
-    from ..harness.report import write_report
-    from ..harness.store import Store, pick_study
+    from ..harness.report import write_report  # pandas and matplotlib: loaded only to write a report
 
     if out is not None:
         check_writable_dir(out, "--out")  # before reading anything: a bad --out is the first thing to say

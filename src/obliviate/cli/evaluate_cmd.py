@@ -8,9 +8,14 @@ import numpy as np
 import typer
 from rich.table import Table
 
+from .. import api
+from ..data import ForgetRequest
+from ..env import pick_device
 from ..errors import CheckpointError, ObliviateError
 from ..io import check_writable_dir
 from ..lineage import read_lineage
+from ..metrics.evaluate import METRICS_FILE, evaluate
+from ..training import open_run
 from .app import app, cli_command, console
 
 if TYPE_CHECKING:
@@ -81,14 +86,8 @@ def evaluate_command(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1, … (default: cuda if present)"),
 ) -> None:
     """Measure how well an unlearned model forgot and what it cost; writes metrics.json and figures."""
-    from ..api import load_checkpoint
-    from ..data import ForgetRequest
-    from ..env import pick_device
-    from ..metrics.evaluate import METRICS_FILE, evaluate
-    from ..training import open_run
-
     check_writable_dir(out, "--out")  # before the metrics run: their results must have somewhere to go
-    ck = load_checkpoint(original, device)
+    ck = api.load_checkpoint(original, device)
     dev = pick_device(device)
     un = open_run(unlearned)
     if un.record.get("kind") != "forget":

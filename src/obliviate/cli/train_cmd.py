@@ -10,6 +10,7 @@ from rich.table import Table
 from ..data import DataSpec, load_data
 from ..data.sources import SOURCES
 from ..data.splits import resolve_root
+from ..errors import ObliviateError
 from ..models import MODELS
 from ..training import TrainConfig, check_output_dir, train
 from .app import app, cli_command, console
@@ -58,7 +59,6 @@ def train_command(
                       compile=compile)
     cfg.validate()  # every option against its declared range, before loading anything
     if model not in MODELS:
-        from ..errors import ObliviateError
 
         raise ObliviateError(f"unknown model {model!r}; choose one of: {', '.join(sorted(MODELS))}")
     check_output_dir(out, force)  # before loading data and training: a bad --out must not cost the run

@@ -18,8 +18,13 @@ from typing import Any
 
 import yaml
 
+from ..data import ForgetRequest
+from ..data.sources import SOURCES
 from ..errors import ObliviateError
+from ..methods import METHODS, load_all, resolve_params
+from ..models import MODELS
 from ..params import check_value, declared
+from ..training import TrainConfig
 
 #: Pseudo-methods the harness runs itself: ``original`` evaluates θ₀ unchanged (the "before" row) and
 #: ``retrain`` is the exact-unlearning reference (train from scratch on D_r with the original recipe),
@@ -199,8 +204,6 @@ def _choose(doc: Located, path: tuple, name: str, choices: list[str], what: str)
 
 def _check_train(doc: Located, path: tuple, train: Any) -> dict:
     """Type-check TrainConfig overrides against the dataclass's annotations."""
-    from ..training import TrainConfig
-
     if train is None:
         return {}
     _expect(doc, path, train, dict, "a mapping of training options")
@@ -295,10 +298,6 @@ def _path_label(doc: Located, path: tuple, entry: dict) -> str:
 
 def parse_study(text: str, file: str = "<study>", *, data_roots: dict[str, str] | None = None) -> Study:
     """Parse and structurally validate a study (no data loaded: see ``check_study`` for that)."""
-    from ..data.sources import SOURCES
-    from ..methods import METHODS, load_all, resolve_params
-    from ..models import MODELS
-
     doc = load_yaml(text, file)
     d = doc.data
     study_dir = Path(file).parent if file and not file.startswith("<") else Path.cwd()
@@ -368,8 +367,6 @@ def parse_study(text: str, file: str = "<study>", *, data_roots: dict[str, str] 
                 _expect(doc, p + ("ids", j), v, int, "an integer sample id")
             req["ids"] = [int(v) for v in e["ids"]]
         else:
-            from ..data import ForgetRequest
-
             f = _expect(doc, p + ("ids_file",), e["ids_file"], str, "a path")
             try:
                 req["ids"] = list(ForgetRequest.from_ids_file(_resolve_root(f, study_dir)).ids)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib
+import pkgutil
 import time
 import types
 import typing
@@ -150,9 +152,26 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
-def get_method(name: str) -> Method:
-    from . import load_all
+_loaded = False
 
+
+def load_all() -> None:
+    """Import every module of this package so its ``@register`` runs."""
+    global _loaded
+    if _loaded:
+        return
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if info.name not in ("base", "common"):
+            importlib.import_module(f"{__package__}.{info.name}")
+    _loaded = True
+
+
+def list_methods() -> list[type[Method]]:
+    load_all()
+    return [METHODS[k] for k in sorted(METHODS)]
+
+
+def get_method(name: str) -> Method:
     load_all()
     if name not in METHODS:
         raise ObliviateError(f"unknown method {name!r}; choose one of: {', '.join(sorted(METHODS))}")

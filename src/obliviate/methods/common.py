@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.dataset import ArrayData
-from ..data.pipeline import autocast
+from ..data.pipeline import BatchStream, autocast
 
 #: Noise samples get negative ids (``NOISE_ID_BASE - k``) so they can never collide with a real sample id.
 NOISE_ID_BASE = -1
@@ -98,8 +98,6 @@ def recalibrate_batchnorm(model: torch.nn.Module, data: ArrayData, batch_size: i
     averages; a short repair on a few batches (momentum 0.1) cannot wash them out, and eval-mode
     accuracy then collapses on every class. Returns False when the model has no BatchNorm.
     """
-    from ..data.pipeline import BatchStream
-
     layers = [m for m in model.modules() if isinstance(m, _BN) and m.track_running_stats]
     if not layers or len(data) == 0:
         return False

@@ -27,9 +27,9 @@ from ..env import now_iso, pick_device, seed_everything, sync, versions
 from ..errors import CheckpointError, ObliviateError
 from ..finite import require_finite
 from ..io import config_hash, write_npy
-from ..metrics.accuracy import accuracy
 from ..models import MODELS, Classifier, model_for
 from ..params import OPTIMIZERS, SCHEDULES, check_fields, param
+from .accuracy import accuracy
 from .checkpoint import (  # noqa: F401  (methods import them here)
     BLOCKS_FILE,
     SNAP_DIR,
