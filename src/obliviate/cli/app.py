@@ -70,3 +70,14 @@ def cli_command(fn: Callable) -> Callable:
             enable_progress(False)
 
     return wrapper
+
+
+def key_values(items: list[str] | None, option: str, form: str = "key=value") -> dict[str, str]:
+    """``["lr=0.01", "epochs=2"]`` → dict (the value may hold ``=``); an item without ``=`` is refused."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ObliviateError(f"{option} {item!r}: expected {form}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out

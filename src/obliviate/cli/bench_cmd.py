@@ -12,22 +12,14 @@ from ..errors import ObliviateError
 from ..harness.executor import DEFAULT_STORE, bench
 from ..harness.store import Store, merge_stores, pick_study
 from ..io import check_writable_dir
-from .app import app, cli_command, console, err_console
+from .app import app, cli_command, console, err_console, key_values
+
+DATA_ROOT_FORM = "DATASET=PATH, e.g. cifar10=data/cifar10-jpeg.npz"
 
 #: Columns of the terminal table (a terminal is narrow; --all, the CSV and the report have every metric).
 TERMINAL = ("forget_acc", "retain_acc", "test_acc", "js_to_retrained", "relearn_ain", "seconds", "speedup_vs_retrain",
             "speedup_vs_fast_retrain")
 STORE_HELP = f"results store (SQLite file; default {DEFAULT_STORE})"
-
-
-def _data_roots(items: list[str] | None) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ObliviateError(f"--data-root {item!r}: expected DATASET=PATH, e.g. cifar10=data/cifar10-jpeg.npz")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
 
 
 def print_results(name: str, rows: list[dict], *, all_metrics: bool = False, n_failed: int = 0) -> None:
@@ -84,8 +76,9 @@ def bench_command(
             what += f"/seed {row.get('seed')}"
             err_console.print(f"[red]failed[/] {escape(what)}: {escape(first)}", highlight=False)
 
+    roots = key_values(data_root, "--data-root", DATA_ROOT_FORM)
     res = bench(study, store, work=work, executor=executor, address=ray_address, workers=workers, device=device,
-                dry_run=dry_run, data_roots=_data_roots(data_root), max_retries=max_retries, on_row=on_row)
+                dry_run=dry_run, data_roots=roots, max_retries=max_retries, on_row=on_row)
     s, plan = res.study, res.plan
     for note in plan.skipped:
         console.print(f"[yellow]skipped[/] {note}", highlight=False)

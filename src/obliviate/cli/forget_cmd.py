@@ -12,9 +12,9 @@ from ..certificate import CERT_FILE
 from ..data import ForgetRequest
 from ..errors import RequestError
 from ..methods import list_methods
-from ..methods.base import FORGOTTEN_ATTR, parse_param_strings
+from ..methods.base import FORGOTTEN_ATTR
 from ..metrics.accuracy import accuracy
-from .app import app, cli_command, console
+from .app import app, cli_command, console, key_values
 
 
 def build_request(forget_class: list[int] | None, forget_ids: Path | None, forget_fraction: float | None,
@@ -51,7 +51,7 @@ def forget_command(
     On a run made by `forget`, the request is applied on top: what it forgot stays forgotten.
     """
     request = build_request(forget_class, forget_ids, forget_fraction, subset_per_class, seed)
-    params = parse_param_strings(param)
+    params = key_values(param, "--param")
     ck = load_checkpoint(checkpoint, device)
     prior = ck.lineage.forgotten
     model, record = forget(ck, request, method, out=out, params=params, seed=seed, device=device, overwrite=force)

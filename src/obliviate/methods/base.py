@@ -16,7 +16,6 @@ import dataclasses
 import importlib
 import pkgutil
 import time
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,8 @@ from ..data.splits import default_augment
 from ..env import pick_device, seed_everything, sync
 from ..errors import AccessError, ObliviateError
 from ..models import Classifier
-from ..params import check_fields
+from ..params import ConversionError, check_fields, convert
+from ..training.checkpoint import Snapshots
 
 FORGET, RETAIN, RETAIN_SUBSET, SNAPSHOTS = "forget", "retain", "retain_subset", "snapshots"
 FORGET_IDS = "forget_ids"  # the ids of D_f without its samples (DeepObliviate: which blocks to retrain)
@@ -94,8 +94,8 @@ class UnlearnContext:
         return self._get(RETAIN_SUBSET)
 
     @property
-    def snapshots(self) -> Path:
-        """The original run directory, whose ``snapshots/`` hold the intermediate models (AccessError without one)."""
+    def snapshots(self) -> Snapshots:
+        """The original run's training snapshots (its recipe, block assignment, θ_j); AccessError without one."""
         return self._get(SNAPSHOTS)
 
     @property
@@ -180,27 +180,10 @@ def get_method(name: str) -> Method:
 
 def _convert(value: Any, annotation: Any, key: str) -> Any:
     """Turn a CLI string into the parameter's declared type."""
-    if not isinstance(value, str):
-        return value
-    origin = typing.get_origin(annotation)
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    target = args[0] if origin in (typing.Union, types.UnionType) and args else annotation
-    if isinstance(target, str):
-        target = {"int": int, "float": float, "bool": bool, "str": str}.get(target.split(" ")[0], str)
     try:
-        if target is bool:
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if value.lower() == "none" and type(None) in typing.get_args(annotation):
-            return None
-        if target in (int, float, str):
-            return target(value)
-    except ValueError as exc:
-        raise ObliviateError(f"parameter {key}={value!r}: expected {getattr(target, '__name__', target)}") from exc
-    return value
+        return convert(value, annotation, parse=True)
+    except ConversionError as exc:
+        raise ObliviateError(f"parameter {key}={value!r}: expected {exc.type_name}") from None
 
 
 def resolve_params(method: Method, params: dict | None) -> Any:
@@ -226,17 +209,6 @@ def resolve_params(method: Method, params: dict | None) -> Any:
     return p
 
 
-def parse_param_strings(items: list[str] | None) -> dict[str, str]:
-    """``["lr=0.01", "epochs=2"]`` → dict, rejecting items without ``=``."""
-    out: dict[str, str] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ObliviateError(f"--param {item!r}: expected key=value")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
-
-
 #: Attribute on a model returned by ``unlearn``: the ``Forgotten`` union it has forgotten so far, so a
 #: later ``unlearn`` on it excludes every earlier request too (``api.load_checkpoint`` sets it from run.json).
 FORGOTTEN_ATTR = "obliviate_forgotten"
@@ -250,6 +222,47 @@ def _forgotten_in(available: dict, everything: Forgotten) -> dict[str, int]:
             y, ids = value.y.cpu().numpy(), value.ids.cpu().numpy()
             out[kind] = int((np.isin(y, everything.classes) | np.isin(ids, everything.ids)).sum())
     return out
+
+
+def _check_fits(m: Method, model: Classifier, data: DataBundle, request: ForgetRequest) -> None:
+    if request.kind not in m.request_kinds:
+        raise ObliviateError(f"method {m.name!r} handles {', '.join(sorted(m.request_kinds))} requests, "
+                             f"not a {request.kind} request")
+    if tuple(data.input_shape) != tuple(model.spec.input_shape) or data.num_classes != model.num_classes:
+        raise ObliviateError(f"model expects input {tuple(model.spec.input_shape)} with {model.num_classes} classes "
+                             f"but data set {data.name!r} has {data.input_shape} with {data.num_classes}")
+
+
+def _available(m: Method, needs: frozenset, data: DataBundle, split: ForgetSplit, forget_pos: np.ndarray,
+               dev: torch.device, run_path: str | Path | None) -> dict[str, Any]:
+    """Exactly the data kinds the method declared, on ``dev``; nothing else is built."""
+    train_dev = data.train.to(dev)
+    available: dict[str, Any] = {}
+    if FORGET in needs:
+        available[FORGET] = train_dev.subset(forget_pos)
+    if FORGET_IDS in needs:
+        available[FORGET_IDS] = data.train.ids.cpu().numpy()[forget_pos]
+    if RETAIN in needs:
+        available[RETAIN] = split.retain(train_dev)
+    if RETAIN_SUBSET in needs:
+        available[RETAIN_SUBSET] = split.retain_subset(train_dev)
+    if SNAPSHOTS in needs:
+        if run_path is None and SNAPSHOTS in m.needs:
+            raise ObliviateError(f"method {m.name!r} needs the training snapshots: pass the original run directory")
+        available[SNAPSHOTS] = Snapshots(Path(run_path)) if run_path is not None else None
+    return available
+
+
+def _working_copies(start: Classifier, dev: torch.device) -> tuple[Classifier, Classifier]:
+    """(the copy the method may change, a frozen eval-mode copy of θ₀); the caller's model is untouched."""
+    work = copy.deepcopy(start).to(dev)
+    original = copy.deepcopy(start).to(dev).eval()
+    for q in original.parameters():
+        q.requires_grad_(False)
+    if work.wants_channels_last(dev):  # the training memory format: much faster for some models (resnet8 on CPU)
+        work = work.to(memory_format=torch.channels_last)
+        original = original.to(memory_format=torch.channels_last)
+    return work, original
 
 
 def unlearn(model: Classifier, data: DataBundle, request: ForgetRequest, method: str = "unsir", *,
@@ -267,12 +280,7 @@ def unlearn(model: Classifier, data: DataBundle, request: ForgetRequest, method:
     """
     m = get_method(method)
     p = resolve_params(m, params)
-    if request.kind not in m.request_kinds:
-        raise ObliviateError(f"method {m.name!r} handles {', '.join(sorted(m.request_kinds))} requests, "
-                             f"not a {request.kind} request")
-    if tuple(data.input_shape) != tuple(model.spec.input_shape) or data.num_classes != model.num_classes:
-        raise ObliviateError(f"model expects input {tuple(model.spec.input_shape)} with {model.num_classes} classes "
-                             f"but data set {data.name!r} has {data.input_shape} with {data.num_classes}")
+    _check_fits(m, model, data, request)
     forgotten = forgotten if forgotten is not None else getattr(model, FORGOTTEN_ATTR, None) or Forgotten()
     split: ForgetSplit = request.resolve(data.train, data.num_classes, forgotten)
     dev = pick_device(device)
@@ -285,28 +293,8 @@ def unlearn(model: Classifier, data: DataBundle, request: ForgetRequest, method:
                              f"{forgotten.describe()}: pass root_model (the original) or use forget() on the run")
     forget_pos = np.union1d(split.forget_pos, split.prior_pos) if restart else split.forget_pos
     everything = forgotten.union(Forgotten.of(request, data.train, data.num_classes))
-    train_dev = data.train.to(dev)
-    available: dict[str, Any] = {}
-    if FORGET in needs:
-        available[FORGET] = train_dev.subset(forget_pos)
-    if FORGET_IDS in needs:
-        available[FORGET_IDS] = data.train.ids.cpu().numpy()[forget_pos]
-    if RETAIN in needs:
-        available[RETAIN] = split.retain(train_dev)
-    if RETAIN_SUBSET in needs:
-        available[RETAIN_SUBSET] = split.retain_subset(train_dev)
-    if SNAPSHOTS in needs:
-        if run_path is None and SNAPSHOTS in m.needs:
-            raise ObliviateError(f"method {m.name!r} needs the training snapshots: pass the original run directory")
-        available[SNAPSHOTS] = Path(run_path) if run_path is not None else None
-    start = root_model if restart else model
-    work = copy.deepcopy(start).to(dev)
-    original = copy.deepcopy(start).to(dev).eval()
-    for q in original.parameters():
-        q.requires_grad_(False)
-    if work.wants_channels_last(dev):  # the training memory format: much faster for some models (resnet8 on CPU)
-        work = work.to(memory_format=torch.channels_last)
-        original = original.to(memory_format=torch.channels_last)
+    available = _available(m, needs, data, split, forget_pos, dev, run_path)
+    work, original = _working_copies(root_model if restart else model, dev)
     classes = tuple(request.classes) + tuple(c for c in forgotten.classes if c not in request.classes)
     shown = request if {FORGET, FORGET_IDS} & needs else dataclasses.replace(request, ids=())  # ids only if declared
     ctx = UnlearnContext(model=work, original=original, request=shown, forget_classes=classes,

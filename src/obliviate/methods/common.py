@@ -57,21 +57,8 @@ def error_maximising_noise(model: torch.nn.Module, classes: Iterable[int], shape
     try:
         for c in classes:
             noise = torch.randn((n, *shape), device=device, generator=generator).requires_grad_(True)
-            opt = torch.optim.Adam([noise], lr=lr)
             target = torch.full((n,), c, dtype=torch.long, device=device)
-            for _ in range(steps):
-                # whole block per step when it fits one batch (the notebook's case); otherwise in chunks
-                opt.zero_grad(set_to_none=True)
-                for i in range(0, n, batch_size):
-                    chunk = noise[i:i + batch_size]
-                    with autocast(device):
-                        logits = model(to_input(chunk))
-                    ce = F.cross_entropy(logits.float(), target[i:i + batch_size])
-                    norm = chunk.pow(2).flatten(1).sum(1).mean()
-                    loss = (-ce + lam * norm) * (len(chunk) / n)
-                    (grad,) = torch.autograd.grad(loss, noise)
-                    noise.grad = grad if noise.grad is None else noise.grad + grad
-                opt.step()
+            _maximise_error(model, to_input, noise, target, steps, lr, lam, batch_size)
             blocks.append(to_input(noise.detach()))
             labels.append(target)
     finally:
@@ -80,6 +67,26 @@ def error_maximising_noise(model: torch.nn.Module, classes: Iterable[int], shape
     y = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long, device=device)
     ids = NOISE_ID_BASE - torch.arange(len(y), device=device, dtype=torch.long)
     return ArrayData(x, y, ids)
+
+
+def _maximise_error(model: torch.nn.Module, to_input, noise: torch.Tensor, target: torch.Tensor, steps: int,
+                    lr: float, lam: float, batch_size: int) -> None:
+    """Adam on one class's noise block in place: minimise ``-CE(f(N_c), c) + lam * mean ||N_c,i||^2``."""
+    n, device = len(noise), noise.device
+    opt = torch.optim.Adam([noise], lr=lr)
+    for _ in range(steps):
+        # whole block per step when it fits one batch (the notebook's case); otherwise in chunks
+        opt.zero_grad(set_to_none=True)
+        for i in range(0, n, batch_size):
+            chunk = noise[i:i + batch_size]
+            with autocast(device):
+                logits = model(to_input(chunk))
+            ce = F.cross_entropy(logits.float(), target[i:i + batch_size])
+            norm = chunk.pow(2).flatten(1).sum(1).mean()
+            loss = (-ce + lam * norm) * (len(chunk) / n)
+            (grad,) = torch.autograd.grad(loss, noise)
+            noise.grad = grad if noise.grad is None else noise.grad + grad
+        opt.step()
 
 
 def state_floats(model: torch.nn.Module) -> dict[str, torch.Tensor]:
