@@ -88,5 +88,5 @@ def models_command() -> None:
     """List the model architectures."""
     table = Table("name", "description")
     for name in sorted(MODELS):
-        table.add_row(name, MODELS[name][1])
+        table.add_row(name, MODELS[name].summary)
     console.print(table)

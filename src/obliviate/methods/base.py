@@ -148,6 +148,9 @@ def register(cls: type[Method]) -> type[Method]:
         raise TypeError(f"{cls.name} is zero-glance: it takes class requests only (a sample request names ids)")
     if cls.Params is None or not dataclasses.is_dataclass(cls.Params):
         raise TypeError(f"{cls.name}: Params must be a dataclass")
+    if cls.name in METHODS and METHODS[cls.name] is not cls:  # a second name would silently replace the first
+        raise ObliviateError(f"method name {cls.name!r} is already registered (by {METHODS[cls.name].__qualname__} "
+                             f"in {METHODS[cls.name].__module__}); choose another name")
     METHODS[cls.name] = cls
     return cls
 
