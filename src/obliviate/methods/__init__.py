@@ -4,6 +4,7 @@ from __future__ import annotations
 from .base import (
     METHODS,
     Method,
+    MethodContext,
     UnlearnContext,
     get_method,
     list_methods,
@@ -13,5 +14,5 @@ from .base import (
     unlearn,
 )
 
-__all__ = ["METHODS", "Method", "UnlearnContext", "get_method", "register", "resolve_params", "unlearn",
-           "load_all", "list_methods"]
+__all__ = ["METHODS", "Method", "MethodContext", "UnlearnContext", "get_method", "register", "resolve_params",
+           "unlearn", "load_all", "list_methods"]

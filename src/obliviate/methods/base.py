@@ -2,7 +2,7 @@
 
 A method is one module with one ``Method`` subclass decorated by ``@register``. It declares what it
 may read (``needs``): the forget set, only the forget ids, the full retain set, only a retain subset
-D_sub, the training snapshots. ``unlearn`` builds an ``UnlearnContext`` that hands over exactly those;
+D_sub, the training snapshots. ``unlearn`` builds a ``MethodContext`` that hands over exactly those;
 reaching for anything else raises ``AccessError``. The context holds nothing that leads back to the
 data: no data-set name or spec to reload, no run directory (its ``run.json`` names the data) unless
 snapshots were declared, no forget ids unless the forget set or its ids were. Zero-glance methods
@@ -41,7 +41,7 @@ NOT_ZERO_GLANCE = frozenset({FORGET, FORGET_IDS, SNAPSHOTS})
 
 
 @dataclass
-class UnlearnContext:
+class MethodContext:
     """What a method gets. Data fields are reachable only if the method declared them."""
 
     model: Classifier  # a private copy of the original model, on ``device``; methods may change it in place
@@ -108,6 +108,9 @@ class UnlearnContext:
         return g
 
 
+UnlearnContext = MethodContext  # the earlier name, kept for code that imports it
+
+
 class Method:
     """Base class. Subclasses set the class attributes and implement ``run``."""
 
@@ -127,7 +130,8 @@ class Method:
         """
         return self.needs
 
-    def run(self, ctx: UnlearnContext, params) -> Classifier:  # pragma: no cover - interface
+    def run(self, ctx: MethodContext, p: Any) -> Classifier:  # pragma: no cover - interface
+        """Unlearn in ``ctx.model`` (or build a new model) and return it; ``p`` is an instance of ``Params``."""
         raise NotImplementedError
 
 
@@ -300,7 +304,7 @@ def unlearn(model: Classifier, data: DataBundle, request: ForgetRequest, method:
     work, original = _working_copies(root_model if restart else model, dev)
     classes = tuple(request.classes) + tuple(c for c in forgotten.classes if c not in request.classes)
     shown = request if {FORGET, FORGET_IDS} & needs else dataclasses.replace(request, ids=())  # ids only if declared
-    ctx = UnlearnContext(model=work, original=original, request=shown, forget_classes=classes,
+    ctx = MethodContext(model=work, original=original, request=shown, forget_classes=classes,
                          num_classes=data.num_classes, device=dev, seed=seed,
                          augment=(train_config.augment if train_config is not None and train_config.augment
                                   else default_augment(data.name)),

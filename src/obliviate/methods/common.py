@@ -5,6 +5,7 @@ variant uses the same noise as its stand-in for the forget samples, and other me
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable
 
 import torch
@@ -12,6 +13,26 @@ import torch.nn.functional as F
 
 from ..data.dataset import ArrayData
 from ..data.pipeline import BatchStream, autocast
+from ..params import OPTIMIZERS, SCHEDULES, param
+from ..training.loop import OptimConfig
+
+
+@dataclass
+class FineTuneParams:
+    """The fine-tune recipe most methods share. A method's ``Params`` extends it and overrides the defaults it
+    measured (keeping its own docstring); ``optim()`` is the optimiser and schedule those fields say."""
+
+    epochs: float = param(1.0, gt=0)
+    lr: float = param(0.01, gt=0)
+    batch_size: int = param(64, ge=1)
+    optimizer: str = param("sgd", choices=OPTIMIZERS)
+    momentum: float = param(0.9, ge=0, lt=1)
+    weight_decay: float = param(0.0, ge=0)
+    schedule: str = param("constant", choices=SCHEDULES)
+
+    def optim(self) -> OptimConfig:
+        return OptimConfig(self.optimizer, self.lr, self.momentum, self.weight_decay, self.schedule)
+
 
 #: Noise samples get negative ids (``NOISE_ID_BASE - k``) so they can never collide with a real sample id.
 NOISE_ID_BASE = -1

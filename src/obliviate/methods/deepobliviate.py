@@ -28,11 +28,12 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, ObliviateError
+from ..models import Classifier
 from ..params import param
 from ..training.checkpoint import Snapshots
 from ..training.loop import make_optimizer
 from ..training.trainer import TrainConfig, train_block
-from .base import FORGET_IDS, RETAIN, SNAPSHOTS, Method, register
+from .base import FORGET_IDS, RETAIN, SNAPSHOTS, Method, MethodContext, register
 from .common import recalibrate_batchnorm
 
 
@@ -234,7 +235,7 @@ class DeepObliviate(Method):
         h0: float | None = param(None, gt=0)
         bn_samples: int = param(2048, ge=1)  # retain samples that re-estimate BatchNorm statistics after stitching
 
-    def run(self, ctx, p):
+    def run(self, ctx: MethodContext, p: Params) -> Classifier:
         if p.min_deltas < 1:
             raise ObliviateError(f"deepobliviate: min_deltas must be >= 1, got {p.min_deltas}")
         if p.epsilon < 0:

@@ -25,11 +25,11 @@ import torch
 from ..data.dataset import ArrayData, DataBundle
 from ..env import seed_everything
 from ..errors import AccessError, ObliviateError
-from ..models import build_model
+from ..models import Classifier, build_model
 from ..params import declared, param
 from ..training.loop import make_optimizer
 from ..training.trainer import TrainConfig, assign_blocks, prepare_model, train, train_block
-from .base import RETAIN, SNAPSHOTS, Method, register
+from .base import RETAIN, SNAPSHOTS, Method, MethodContext, register
 
 _RECIPE_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
                   "label_smoothing", "seed", "blocks", "epochs_per_block")
@@ -62,7 +62,7 @@ class Retrain(Method):
         blocks = params.blocks if params.blocks is not None else getattr(train_config, "blocks", 0)
         return self.needs | {SNAPSHOTS} if blocks else self.needs
 
-    def run(self, ctx, p):
+    def run(self, ctx: MethodContext, p: Params) -> Classifier:
         cfg = recipe(ctx, p)
         for name in _RECIPE_FIELDS:  # record what was used, not "None"
             setattr(p, name, getattr(cfg, name))

@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from ..data.pipeline import BatchStream
+from ..models import Classifier
 from ..params import param
-from .base import FORGET, RETAIN, Method, register
+from .base import FORGET, RETAIN, Method, MethodContext, register
 from .random_label import RandomLabel, random_label_fit
 
 
@@ -65,7 +66,7 @@ class SalUn(Method):
 
     presets = {"paper": {"mask_ratio": 0.5, "epochs": 10.0, "lr": 0.013}}
 
-    def run(self, ctx, p):
+    def run(self, ctx: MethodContext, p: Params) -> Classifier:
         model = ctx.model
         masks = saliency_mask(model, ctx.forget, p.mask_ratio)
         pairs = [(q, masks[n]) for n, q in model.named_parameters() if n in masks]
