@@ -218,7 +218,8 @@ class TrainingSnapshots:
         snaps = sorted(self.snap_dir.glob(f"{kind}_*.pt")) if self.snap_dir is not None else []
         if not snaps:
             return None
-        initial = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()))
+        parts = [p for p in (model, optimizer, sched) if p is not None]
+        initial = [copy.deepcopy(p.state_dict()) for p in parts]
         try:
             blob = load_snapshot(snaps[-1], self.key)
             try:
@@ -233,8 +234,8 @@ class TrainingSnapshots:
         except CheckpointError as exc:
             if not self.discard:
                 raise CheckpointError(f"{exc}; or pass --force to delete those snapshots and start over") from None
-            model.load_state_dict(initial[0])
-            optimizer.load_state_dict(initial[1])
+            for part, state in zip(parts, initial):  # a half-applied snapshot must not leak into the new start
+                part.load_state_dict(state)
             clear_snapshots(self.snap_dir)
             return None
         self.prior_seconds = float(blob.get("seconds", 0.0))
