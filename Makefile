@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine (see README):
 #   make demo   - install what the demo needs, then train -> forget -> evaluate -> report on a small built-in default
 #   make test   - install everything (also the test tools, Ray and Chromium), then run the test suite
+#   make lint   - ruff (installed with the test tools) over src, tests and benchmarks
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -22,7 +23,7 @@ debian = missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	else echo "    already installed: $(1)"; fi
 
-.PHONY: install install-demo system-packages demo-packages demo test bench clean
+.PHONY: install install-demo system-packages demo-packages demo test lint bench clean
 
 demo-packages:
 	$(call phase,Debian packages for the demo,$(call debian,$(DEMO_PACKAGES)))
@@ -34,7 +35,7 @@ $(DEMO_STAMP): pyproject.toml
 	$(call phase,Python environment $(VENV) with the runtime dependencies (torch and others),$(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q -e . && touch $(DEMO_STAMP))
 
 $(STAMP): $(DEMO_STAMP)
-	$(call phase,test and optional Python dependencies (pytest and pyarrow and Ray),$(BIN)/pip install -q -e '.[dev$(comma)parquet$(comma)ray]' && touch $(STAMP))
+	$(call phase,test and optional Python dependencies (pytest, ruff, pyarrow and Ray),$(BIN)/pip install -q -e '.[dev$(comma)parquet$(comma)ray]' && touch $(STAMP))
 
 install-demo: demo-packages $(DEMO_STAMP)
 
@@ -45,6 +46,9 @@ demo: install-demo
 
 test: install
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
 
 bench: install
 	$(BIN)/python benchmarks/train_throughput.py

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from obliviate.data import BatchStream, load_data
 from obliviate.data.pipeline import autocast
 from obliviate.env import pick_device, sync, versions
+from obliviate.io import write_json
 from obliviate.models import model_for
 from obliviate.training import OptimConfig, make_optimizer
 
@@ -76,7 +77,7 @@ def timed(run, steps: int, batch: int, device, warmup: int) -> float:
     return steps * batch / (time.perf_counter() - t0)
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="cifar10")
     ap.add_argument("--data-root", default="../shared/data/cifar10-jpeg.npz")
@@ -89,17 +90,11 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     ap.add_argument("--only", default="synthetic,resident,dataloader")
     ap.add_argument("--json", default=None)
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    device = pick_device(args.device)
-    bundle = load_data(args.dataset, root=args.data_root, val_fraction=0.0)
-    model = model_for(args.model, bundle).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
-    net = torch.compile(model) if args.compile and device.type == "cuda" else model
-    step = make_step(net, device)
-    b = args.batch_size
+
+def _feeds(step, bundle, device: torch.device, b: int, workers: int) -> dict:
+    """The three ways to feed the model, each an endless generator that runs one step per ``next``."""
     cl = device.type == "cuda"
 
     def synthetic():
@@ -122,8 +117,8 @@ def main() -> None:
 
     def dataloader():
         ds = PerImageDataset(bundle.train.x.numpy(), bundle.train.y.numpy())
-        dl = torch.utils.data.DataLoader(ds, batch_size=b, shuffle=True, drop_last=True, num_workers=args.workers,
-                                         pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
+        dl = torch.utils.data.DataLoader(ds, batch_size=b, shuffle=True, drop_last=True, num_workers=workers,
+                                         pin_memory=device.type == "cuda", persistent_workers=workers > 0)
         while True:
             for x, y in dl:
                 x = x.to(device, non_blocking=True)
@@ -132,8 +127,21 @@ def main() -> None:
                 step(x, y.to(device, non_blocking=True))
                 yield
 
+    return {"synthetic": synthetic, "resident": resident, "dataloader": dataloader}
+
+
+def main() -> None:
+    args = _args()
+    device = pick_device(args.device)
+    bundle = load_data(args.dataset, root=args.data_root, val_fraction=0.0)
+    model = model_for(args.model, bundle).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+    net = torch.compile(model) if args.compile and device.type == "cuda" else model
+    b = args.batch_size
     results = {}
-    for name, fn in [("synthetic", synthetic), ("resident", resident), ("dataloader", dataloader)]:
+    for name, fn in _feeds(make_step(net, device), bundle, device, b, args.workers).items():
         if name in args.only.split(","):
             results[name] = timed(fn, args.steps, b, device, args.warmup)
             print(f"{name:>10}: {results[name]:10.0f} images/s", flush=True)
@@ -145,8 +153,6 @@ def main() -> None:
               "device": str(device), "workers": args.workers, "compile": args.compile, "versions": versions()}
     print(json.dumps(record))
     if args.json:
-        from obliviate.io import write_json
-
         write_json(args.json, record)
 
 

@@ -7,7 +7,6 @@ problem), and leave no output directory and no store row.
 """
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from obliviate.api import forget
 from obliviate.cli.main import app
 from obliviate.data import ForgetRequest
 from obliviate.harness.store import Store
-from obliviate.training.checkpoint import save_model, load_model_file
+from obliviate.training.checkpoint import load_model_file, save_model
 
 STUDY = """\
 name: fuzz
@@ -76,7 +75,8 @@ def files(digits_run, tmp_path_factory) -> dict[str, Path]:
     (root / "garbage.sqlite").write_bytes(b"this is not an SQLite database" * 100)
     Store(root / "empty.sqlite").close()
     studies = {"study.yaml": STUDY, "syntax.yaml": STUDY.replace("models: [cnn]", "models: [cnn"),
-               "nan-param.yaml": STUDY.replace("[retrain, finetune]", "[retrain, {name: finetune, params: {lr: .nan}}]"),
+               "nan-param.yaml": STUDY.replace("[retrain, finetune]",
+                                               "[retrain, {name: finetune, params: {lr: .nan}}]"),
                "neg-lr.yaml": STUDY.replace("lr: 0.05", "lr: -0.05"),
                "unknown-method.yaml": STUDY.replace("finetune]", "finetuning]"),
                "neg-seed.yaml": STUDY.replace("seeds: [0]", "seeds: [-1]"),
@@ -175,7 +175,8 @@ CASES = {
     "evaluate out is a file": (E + ["--unlearned", "{unlearned}", "--out", "{root}/a-file"], "not a folder"),
     "evaluate seed not a number": (E + ["--unlearned", "{unlearned}", "--seed", "x"], "Invalid value for '--seed'"),
     "evaluate negative seed": (E + ["--unlearned", "{unlearned}", "--seed", "-3"], "Invalid value for '--seed'"),
-    "bench negative seed": (["bench", "{root}/neg-seed.yaml"], "seeds must be a non-empty list of distinct integers >= 0"),
+    "bench negative seed": (["bench", "{root}/neg-seed.yaml"],
+                            "seeds must be a non-empty list of distinct integers >= 0"),
     "bench workers 0": (["bench", "{root}/study.yaml", "--executor", "ray", "--workers", "0"], "--workers"),
     # bench
     "bench study missing": (["bench", "{root}/none.yaml"], "does not exist"),

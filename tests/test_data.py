@@ -10,7 +10,7 @@ import torch
 
 from obliviate.data import BatchStream, ForgetRequest, load_data
 from obliviate.data import sources as src
-from obliviate.data.pipeline import augment_batch, random_crop, _generator
+from obliviate.data.pipeline import _generator, augment_batch, random_crop
 from obliviate.errors import ObliviateError
 
 CIFAR_NPZ = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.npz"

@@ -17,7 +17,8 @@ from obliviate.training import TrainConfig, train
 def test_diverging_training_is_an_error_and_leaves_no_run(digits, tmp_path, mode):
     out = tmp_path / "diverged"
     cfg = TrainConfig(model="cnn", batch_size=64, lr=1e4, seed=0, **mode)
-    with pytest.raises(ObliviateError, match=r"the trained model has NaN weights .*lower the learning rate \(lr=10000\)"):
+    with pytest.raises(ObliviateError,
+                       match=r"the trained model has NaN weights .*lower the learning rate \(lr=10000\)"):
         train(digits, cfg, out)
     assert not out.exists()  # block mode had written snapshots: removed with the run
 

@@ -7,7 +7,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -18,9 +17,9 @@ from typer.testing import CliRunner
 from obliviate.cli.main import app
 from obliviate.errors import ObliviateError
 from obliviate.harness.executor import bench
-from obliviate.harness.store import Store
-from obliviate.harness.study import load_study, parse_study
 from obliviate.harness.runner import check_study
+from obliviate.harness.store import Store
+from obliviate.harness.study import load_study
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -178,7 +177,8 @@ BAD = [
      "bad.yaml:10: methods[0].name: unknown method 'retrian' (did you mean 'retrain'?)"),
     ("wrong type", TINY.replace("epochs: 1,", "epochs: three,"),
      "bad.yaml:5: train.epochs: expected an integer, got a string 'three'"),
-    ("unknown key", TINY.replace("seeds:", "sedes:"), "bad.yaml:13: sedes: unknown study key 'sedes' (did you mean 'seeds'?)"),
+    ("unknown key", TINY.replace("seeds:", "sedes:"),
+     "bad.yaml:13: sedes: unknown study key 'sedes' (did you mean 'seeds'?)"),
     ("param type", TINY.replace("params: {epochs: 0.5}", "params: {epochs: 0.5, lr: fast}"),
      "bad.yaml:12: methods[1].params.lr: finetune: parameter lr='fast': expected float"),
     ("unknown param", TINY.replace("params: {epochs: 0.5}", "params: {epocs: 2}"),

@@ -18,7 +18,7 @@ import torch
 
 from obliviate.data import ForgetRequest, load_data
 from obliviate.data.dataset import ArrayData, DataBundle
-from obliviate.methods import METHODS, get_method, load_all, resolve_params, unlearn
+from obliviate.methods import METHODS, get_method, list_methods, load_all, resolve_params, unlearn
 from obliviate.methods.base import FORGET, SNAPSHOTS
 from obliviate.metrics import evaluate
 from obliviate.training import TrainConfig, load_block_assignment, train
@@ -81,6 +81,11 @@ def _state(model) -> dict:
 
 def _same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_contract_covers_every_method_the_cli_lists():
+    """``obliviate methods`` prints ``list_methods()``; every one of those names is a case of the contract."""
+    assert [m.name for m in list_methods()] == NAMES
 
 
 def test_every_registered_method_has_fast_settings():

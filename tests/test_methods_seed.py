@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import DIGITS_RECIPE
 
 from obliviate import ForgetRequest, ObliviateError, unlearn
 from obliviate.api import load_checkpoint
@@ -16,13 +17,11 @@ from obliviate.data import load_data
 from obliviate.data.dataset import ArrayData
 from obliviate.data.pipeline import predict
 from obliviate.errors import AccessError
-from obliviate.metrics.accuracy import accuracy
 from obliviate.methods import METHODS, get_method
 from obliviate.methods.base import RETAIN_SUBSET, Method, UnlearnContext, register
 from obliviate.methods.common import error_maximising_noise
-from obliviate.training import TrainConfig, load_block_assignment, train
-
-from conftest import DIGITS_RECIPE
+from obliviate.metrics.accuracy import accuracy
+from obliviate.training import TrainConfig, load_block_assignment, load_block_snapshot, train
 
 RETAIN_MARGIN = 0.05  # retain accuracy may fall at most 5 points below the original's
 FORGET_MAX = 0.05
@@ -315,7 +314,7 @@ def test_forget_ids_come_only_with_a_declaration(digits, digits_model):
         def run(self, ctx, p):
             _Probe.found = {"request_ids": ctx.request.ids, "kind": ctx.request.kind}
             with pytest.raises(AccessError, match="forget_ids"):
-                ctx.forget_ids
+                _ = ctx.forget_ids
             return ctx.model
 
     with _registered(Blind) as name:
@@ -389,7 +388,8 @@ def test_deepobliviate_rejects_a_stitch_that_loses_accuracy(digits, digits_block
 
     def broken_at_block_4(model, theta_b, theta_t, *a, **k):
         real(model, theta_b, theta_t, *a, **k)
-        if torch.equal(theta_t["head.weight"], do.load_block_snapshot(digits_blocks_run.run.path, 4)["model"]["head.weight"]):
+        block_4 = load_block_snapshot(digits_blocks_run.run.path, 4)["model"]
+        if torch.equal(theta_t["head.weight"], block_4["head.weight"]):
             with torch.no_grad():
                 model.head.weight.mul_(-1.0)  # a stitch that went wrong: the classifier is flipped
 
@@ -439,7 +439,6 @@ def test_stitching_keeps_batchnorm_statistics_valid(digits, digits_blocks_run):
     import copy
 
     from obliviate.methods.deepobliviate import stitch
-    from obliviate.training import load_block_snapshot
 
     path = digits_blocks_run.run.path
     theta_t = load_block_snapshot(path, 4)["model"]

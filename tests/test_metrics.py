@@ -13,10 +13,28 @@ from obliviate.data import ForgetRequest, load_data
 from obliviate.data.dataset import to_float
 from obliviate.errors import ObliviateError
 from obliviate.methods import unlearn
-from obliviate.metrics import (CORE_KEYS, TriggerPatch, activation_distance, apply_trigger, backdoor_asr, evaluate,
-                               gradcam, js_divergence, layer_distances, mean_js, mia_entropy, mia_loss_lr,
-                               mia_loss_threshold, mia_svc_efficacy, plant_backdoor, prediction_distribution,
-                               random_init_like, relearn_time, weight_distance, zrf_score)
+from obliviate.metrics import (
+    CORE_KEYS,
+    TriggerPatch,
+    activation_distance,
+    apply_trigger,
+    backdoor_asr,
+    evaluate,
+    gradcam,
+    js_divergence,
+    layer_distances,
+    mean_js,
+    mia_entropy,
+    mia_loss_lr,
+    mia_loss_threshold,
+    mia_svc_efficacy,
+    plant_backdoor,
+    prediction_distribution,
+    random_init_like,
+    relearn_time,
+    weight_distance,
+    zrf_score,
+)
 from obliviate.metrics.relearn import RelearnResult, anamnesis_index
 from obliviate.training import TrainConfig, train
 
@@ -179,7 +197,8 @@ def test_weight_distance_is_zero_to_itself_and_positive_to_another_model(memoris
     assert all(v == 0.0 for v in d.values())
     d2 = layer_distances(memorised.model, retrained.model)
     assert all(v > 0 for v in d2.values())
-    assert weight_distance(memorised.model, retrained.model) == pytest.approx(math.sqrt(sum(v * v for v in d2.values())))
+    total = math.sqrt(sum(v * v for v in d2.values()))
+    assert weight_distance(memorised.model, retrained.model) == pytest.approx(total)
 
 
 def test_weight_distance_refuses_different_architectures(small, memorised):
@@ -318,7 +337,8 @@ def test_evaluate_with_the_original_as_unlearned_gives_ain_zero(cnn_runs, small)
 
 def test_evaluate_writes_metrics_json_with_the_documented_keys_and_figures(cnn_runs, small, tmp_path):
     request, original, retrained, unlearned, record = cnn_runs
-    given = [{k: v.clone() for k, v in mod.state_dict().items()} for mod in (original.model, unlearned, retrained.model)]
+    given = [{k: v.clone() for k, v in mod.state_dict().items()}
+             for mod in (original.model, unlearned, retrained.model)]
     m = evaluate(original.model, unlearned, small, request, retrained=retrained.model, unlearn_record=record,
                  retrain_record=retrained.record, out=tmp_path, seed=0)
     for before, mod in zip(given, (original.model, unlearned, retrained.model)):  # evaluate changes no model

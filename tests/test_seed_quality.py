@@ -169,7 +169,8 @@ def test_stop_rule_fires_on_a_decay_and_never_on_flat_bumpy_or_rising_series():
     decay = list(1.0 / np.arange(1, 16))
     fired = [k for k in range(4, 16) if stop_decision(decay[:k], 0.02, 4, 0.7)["stop"]]
     assert fired and fired[0] <= 10  # a clean 1/x decay stops well within 15 blocks
-    assert stop_decision([2e-3, 5e-3, 3e-3, 2.4e-3, 2.2e-3, 2.1e-3, 2.05e-3, 2.03e-3], 0.02, 4, 0.7)["stop"]  # rise, decay
+    # rise, then decay
+    assert stop_decision([2e-3, 5e-3, 3e-3, 2.4e-3, 2.2e-3, 2.1e-3, 2.05e-3, 2.03e-3], 0.02, 4, 0.7)["stop"]
     for series in ([1e-3, 2e-3, 3e-3], list(np.linspace(1, 3, 12)), [1.0] * 10,
                    [1, 1.1, 0.9, 1.05, 0.95, 1.0, 1.1, 0.9]):
         assert not stop_decision(series, 0.02, 4, 0.7)["stop"], series
@@ -235,7 +236,8 @@ def test_deepobliviate_removes_a_backdoor_planted_in_one_block(digits, tmp_path)
     model, record = unlearn(run.model, bundle, ForgetRequest.for_ids(poison.tolist()), method="deepobliviate",
                             run_path=run.run.path)
     retrained = train(bundle, cfg, exclude_ids=poison).model
-    asr_after, asr_retrained = backdoor_asr(model, bundle.test, 0, patch), backdoor_asr(retrained, bundle.test, 0, patch)
+    asr_after = backdoor_asr(model, bundle.test, 0, patch)
+    asr_retrained = backdoor_asr(retrained, bundle.test, 0, patch)
     run_ids, run_blocks = load_block_assignment(run.run.path)  # relabelled to 0, the poison spreads over blocks
     assert record["info"]["first_block"] == int(run_blocks[np.isin(run_ids, poison)].min()) + 1
     assert asr_before > asr_retrained + 0.3, (asr_before, asr_retrained)  # the backdoor took

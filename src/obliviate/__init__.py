@@ -18,6 +18,7 @@ from .models import build_model, model_for
 from .training import TrainConfig, train
 
 __version__ = "0.1.0"
-__all__ = ["Checkpoint", "forget", "load_checkpoint", "VerifyResult", "history", "verify", "DataBundle", "DataSpec", "ForgetRequest", "load_data",
+__all__ = ["Checkpoint", "forget", "load_checkpoint", "VerifyResult", "history", "verify", "DataBundle", "DataSpec",
+           "ForgetRequest", "load_data",
            "AccessError", "CheckpointError", "ObliviateError", "RequestError", "list_methods", "unlearn",
            "build_model", "model_for", "TrainConfig", "train", "__version__"]

@@ -11,8 +11,8 @@ from .data import DataBundle, DataSpec, ForgetRequest, load_data
 from .env import now_iso, pick_device, versions
 from .errors import CheckpointError
 from .finite import require_finite
-from .methods import get_method, resolve_params, unlearn
 from .lineage import Lineage, lineage_record, read_lineage
+from .methods import get_method, resolve_params, unlearn
 from .methods.base import FORGOTTEN_ATTR
 from .models import Classifier
 from .training import RunDir, TrainConfig, check_output_dir, finish_run, open_run
@@ -103,5 +103,6 @@ def forget(checkpoint: str | Path | Checkpoint, request: ForgetRequest, method: 
 def _diverged_hint(method: str, params: dict) -> str:
     lrs = {k: v for k, v in params.items() if (k == "lr" or k.endswith("_lr")) and isinstance(v, (int, float))}
     now = ", ".join(f"{k}={v:g}" for k, v in lrs.items())
-    return (f"{method} diverged; lower its learning rate (--param {next(iter(lrs), 'lr')}=...{', now ' + now if now else ''})"
+    return (f"{method} diverged; lower its learning rate "
+            f"(--param {next(iter(lrs), 'lr')}=...{', now ' + now if now else ''})"
             " and re-run; nothing was saved")

@@ -12,7 +12,6 @@ import torch
 
 from .errors import ObliviateError
 
-
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 

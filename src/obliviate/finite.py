@@ -37,4 +37,5 @@ def require_finite_outputs(logits: torch.Tensor, what: str, on: str, hint: str) 
     """Raise if any logit is NaN/inf (a model with finite weights can still overflow)."""
     rows = int((~torch.isfinite(logits)).any(1).sum()) if logits.ndim == 2 else int((~torch.isfinite(logits)).sum())
     if rows:
-        raise ObliviateError(f"{what} produces NaN or infinite outputs on {rows:,} of {len(logits):,} {on} samples: {hint}")
+        raise ObliviateError(f"{what} produces NaN or infinite outputs on {rows:,} of {len(logits):,} {on} samples: "
+                             f"{hint}")

@@ -105,6 +105,63 @@ def _base_type(annotation: Any) -> tuple[Any, bool]:
 _KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
+class ConversionError(ObliviateError):
+    """A value that is not of its field's type; ``kind`` ("an integer") and ``type_name`` ("int") say what was
+    expected, and each caller names where the value came from."""
+
+    def __init__(self, kind: str, type_name: str):
+        super().__init__(f"expected {kind}")
+        self.kind, self.type_name = kind, type_name
+
+
+_TEXT_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def convert(value: Any, annotation: Any, *, parse: bool = False) -> Any:
+    """``value`` as the type its field declares (int, float, bool, str, ``X | None``, dict): the one converter
+    behind every config source.
+
+    ``parse``: a string is text to read (``--param lr=0.01`` on the command line); other values pass as
+    they are. Otherwise the value already has a type (a YAML study), which must match; an int widens to
+    float, and a bool is never a number. Raises ``ConversionError``.
+    """
+    base, optional = _base_type(annotation)
+    if isinstance(base, str):  # an annotation left as text
+        base = _TEXT_TYPES.get(base.split(" ")[0], str)
+    kind, type_name = _KINDS.get(base, "a mapping" if base is dict else str(base)), getattr(base, "__name__", base)
+    if parse:
+        return _parse_text(value, base, optional, kind, type_name) if isinstance(value, str) else value
+    if value is None:
+        if optional:
+            return None
+        raise ConversionError(kind, type_name)
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = {bool: isinstance(value, bool), int: is_number and isinstance(value, int), float: is_number,
+          str: isinstance(value, str)}.get(base, True)
+    if base is dict or typing.get_origin(base) is dict:
+        ok, kind = isinstance(value, dict), "a mapping"
+    if not ok:
+        raise ConversionError(kind, type_name)
+    return float(value) if base is float else value
+
+
+def _parse_text(value: str, base: Any, optional: bool, kind: str, type_name: str) -> Any:
+    if base is bool:
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConversionError(kind, type_name)
+    if value.lower() == "none" and optional:
+        return None
+    if base in (int, float, str):
+        try:
+            return base(value)
+        except ValueError:
+            raise ConversionError(kind, type_name) from None
+    return value
+
+
 def check_value(owner: str, name: str, value: Any, annotation: Any, rng: Range | None = None) -> None:
     """Raise ``ObliviateError`` naming ``owner``, ``name``, ``value`` and the allowed range if it is bad."""
     base, optional = _base_type(annotation)
@@ -130,7 +187,8 @@ def check_value(owner: str, name: str, value: Any, annotation: Any, rng: Range |
         raise ObliviateError(f"{owner}: {name}={value!r} is not a finite number{allowed}")
     if rng is not None and not rng.holds(value):
         if rng.choices is not None:
-            raise ObliviateError(f"{owner}: unknown {name} {value!r}; choose one of: {', '.join(map(str, rng.choices))}")
+            choices = ", ".join(map(str, rng.choices))
+            raise ObliviateError(f"{owner}: unknown {name} {value!r}; choose one of: {choices}")
         raise ObliviateError(f"{owner}: {name}={value!r} is out of range{allowed}")
 
 

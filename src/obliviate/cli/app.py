@@ -32,7 +32,8 @@ class OneLineErrors(TyperGroup):
             err_console.print("aborted")
             sys.exit(1)
         except Exception as exc:  # click's exceptions (typer vendors its own copy of click): known by their API
-            if not (callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int)):
+            if not (callable(getattr(exc, "format_message", None))
+                    and isinstance(getattr(exc, "exit_code", None), int)):
                 raise
             if type(exc).__name__ == "NoArgsIsHelpError":  # bare `obliviate`: the help text, as before
                 exc.show()
@@ -60,12 +61,23 @@ def cli_command(fn: Callable) -> Callable:
         except ObliviateError as exc:
             enable_progress(False)
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             enable_progress(False)
             err_console.print("[yellow]interrupted[/]: finished results are kept; re-run to resume")
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
         finally:
             enable_progress(False)
 
     return wrapper
+
+
+def key_values(items: list[str] | None, option: str, form: str = "key=value") -> dict[str, str]:
+    """``["lr=0.01", "epochs=2"]`` → dict (the value may hold ``=``); an item without ``=`` is refused."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ObliviateError(f"{option} {item!r}: expected {form}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out

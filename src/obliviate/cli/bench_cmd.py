@@ -10,23 +10,16 @@ from rich.table import Table
 
 from ..errors import ObliviateError
 from ..harness.executor import DEFAULT_STORE, bench
+from ..harness.store import Store, merge_stores, pick_study
 from ..io import check_writable_dir
-from .app import app, cli_command, console, err_console
+from .app import app, cli_command, console, err_console, key_values
+
+DATA_ROOT_FORM = "DATASET=PATH, e.g. cifar10=data/cifar10-jpeg.npz"
 
 #: Columns of the terminal table (a terminal is narrow; --all, the CSV and the report have every metric).
 TERMINAL = ("forget_acc", "retain_acc", "test_acc", "js_to_retrained", "relearn_ain", "seconds", "speedup_vs_retrain",
             "speedup_vs_fast_retrain")
 STORE_HELP = f"results store (SQLite file; default {DEFAULT_STORE})"
-
-
-def _data_roots(items: list[str] | None) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ObliviateError(f"--data-root {item!r}: expected DATASET=PATH, e.g. cifar10=data/cifar10-jpeg.npz")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
 
 
 def print_results(name: str, rows: list[dict], *, all_metrics: bool = False, n_failed: int = 0) -> None:
@@ -63,8 +56,9 @@ def bench_command(
     work: Optional[Path] = typer.Option(None, "--work", help="folder for trained models and figures "
                                                              "(default: work/ beside the store)"),
     executor: str = typer.Option("local", "--executor", help="local (this process) or ray"),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (auto, ray://host:port); "
-                                                                          "default: start Ray on this machine"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address",
+                                              help="Ray cluster address (auto, ray://host:port); "
+                                                   "default: start Ray on this machine"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="CPUs for a local Ray (one run per CPU)"),
     max_retries: int = typer.Option(2, "--max-retries", help="Ray: tries again a run whose worker or node died, "
                                                              "this many times, before storing it as failed"),
@@ -78,11 +72,13 @@ def bench_command(
     def on_row(row: dict) -> None:
         if row.get("status") != "done":
             first = (row.get("error") or "").splitlines()[0] if row.get("error") else "?"
-            what = f"{row.get('dataset')}/{row.get('model')}/{row.get('request')}/{row.get('method')}/seed {row.get('seed')}"
+            what = "/".join(str(row.get(k)) for k in ("dataset", "model", "request", "method"))
+            what += f"/seed {row.get('seed')}"
             err_console.print(f"[red]failed[/] {escape(what)}: {escape(first)}", highlight=False)
 
+    roots = key_values(data_root, "--data-root", DATA_ROOT_FORM)
     res = bench(study, store, work=work, executor=executor, address=ray_address, workers=workers, device=device,
-                dry_run=dry_run, data_roots=_data_roots(data_root), max_retries=max_retries, on_row=on_row)
+                dry_run=dry_run, data_roots=roots, max_retries=max_retries, on_row=on_row)
     s, plan = res.study, res.plan
     for note in plan.skipped:
         console.print(f"[yellow]skipped[/] {note}", highlight=False)
@@ -92,12 +88,10 @@ def bench_command(
                   f"{res.already_done} already done, {todo} to run", highlight=False)
     if dry_run:
         table = Table("key", "data set", "model", "seed", "request", "method", "state", title=f"runs of {s.name}")
-        from ..harness.store import Store
-
         done = Store(res.store, readonly=True).done_keys(s.name) if res.store.exists() else set()
         for t in plan.tasks:
-            table.add_row(t.key[:10], escape(t.dataset), escape(t.model), str(t.seed), escape(t.request), escape(t.method),
-                          "done" if t.key in done else "to run")
+            table.add_row(t.key[:10], escape(t.dataset), escape(t.model), str(t.seed), escape(t.request),
+                          escape(t.method), "done" if t.key in done else "to run")
         console.print(table)
         return
     if res.outcome is not None:
@@ -129,8 +123,7 @@ def results_command(
     """Show or export a study's results: mean ± std over seeds per (data set, model, request, method)."""
     if ctx.invoked_subcommand:  # `results merge`: the options above belong to showing results
         return
-    from ..harness.store import Store, pick_study
-    from ..harness.tables import aggregate, rows_frame
+    from ..harness.tables import aggregate, rows_frame  # pandas: loaded only to show results
 
     if format not in ("table", "csv", "parquet"):
         raise ObliviateError(f"unknown format {format!r}; choose table, csv or parquet")
@@ -183,8 +176,6 @@ def merge_command(
     into: Path = typer.Option(..., "--into", help="store to merge into (created when missing)"),
 ) -> None:
     """Merge stores made separately (e.g. on two machines): one row per run key, conflicts reported."""
-    from ..harness.store import Store, merge_stores
-
     reports = merge_stores(sources, into)
     conflicts = 0
     for src, rep in reports.items():
@@ -212,8 +203,7 @@ def report_command(
     study: Optional[str] = typer.Option(None, "--study", help="study name (needed when the store holds several)"),
 ) -> None:
     """Write a self-contained HTML report (and Markdown) of a study's results."""
-    from ..harness.report import write_report
-    from ..harness.store import Store, pick_study
+    from ..harness.report import write_report  # pandas and matplotlib: loaded only to write a report
 
     if out is not None:
         check_writable_dir(out, "--out")  # before reading anything: a bad --out is the first thing to say

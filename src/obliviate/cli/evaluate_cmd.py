@@ -2,16 +2,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import typer
 from rich.table import Table
 
+from .. import api
+from ..data import ForgetRequest
+from ..env import pick_device
 from ..errors import CheckpointError, ObliviateError
 from ..io import check_writable_dir
 from ..lineage import read_lineage
+from ..metrics.evaluate import METRICS_FILE, evaluate
+from ..training import open_run
 from .app import app, cli_command, console
+
+if TYPE_CHECKING:
+    from ..data.request import Forgotten
 
 
 def _same_data(a: dict, b: dict) -> bool:
@@ -73,18 +81,13 @@ def evaluate_command(
     out: Path = typer.Option(..., "--out", help="folder for metrics.json and the PNG figures"),
     no_figures: bool = typer.Option(False, "--no-figures", help="write metrics.json only"),
     no_relearn: bool = typer.Option(False, "--no-relearn", help="skip the relearn-time fine-tuning (slowest part)"),
-    seed: int = typer.Option(0, "--seed", min=0, help="seed of every subsample, CV split, relearn order and random model"),
+    seed: int = typer.Option(0, "--seed", min=0,
+                             help="seed of every subsample, CV split, relearn order and random model"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1, … (default: cuda if present)"),
 ) -> None:
     """Measure how well an unlearned model forgot and what it cost; writes metrics.json and figures."""
-    from ..api import load_checkpoint
-    from ..data import ForgetRequest
-    from ..env import pick_device
-    from ..metrics.evaluate import METRICS_FILE, evaluate
-    from ..training import open_run
-
     check_writable_dir(out, "--out")  # before the metrics run: their results must have somewhere to go
-    ck = load_checkpoint(original, device)
+    ck = api.load_checkpoint(original, device)
     dev = pick_device(device)
     un = open_run(unlearned)
     if un.record.get("kind") != "forget":
@@ -123,4 +126,5 @@ def evaluate_command(
         for desc, acc, acc0 in zip(metrics["earlier_requests"], metrics["earlier_forget_acc"],
                                    metrics["earlier_forget_acc_original"]):
             console.print(f"  {desc}: {_fmt(acc)} (original {_fmt(acc0)})", highlight=False)
-    console.print(f"wrote {out / METRICS_FILE}" + (f" and {', '.join(metrics['figures'])}" if metrics.get("figures") else ""))
+    figures = f" and {', '.join(metrics['figures'])}" if metrics.get("figures") else ""
+    console.print(f"wrote {out / METRICS_FILE}{figures}")

@@ -12,9 +12,9 @@ from ..certificate import CERT_FILE
 from ..data import ForgetRequest
 from ..errors import RequestError
 from ..methods import list_methods
-from ..methods.base import FORGOTTEN_ATTR, parse_param_strings
+from ..methods.base import FORGOTTEN_ATTR
 from ..metrics.accuracy import accuracy
-from .app import app, cli_command, console
+from .app import app, cli_command, console, key_values
 
 
 def build_request(forget_class: list[int] | None, forget_ids: Path | None, forget_fraction: float | None,
@@ -38,7 +38,8 @@ def forget_command(
     out: Path = typer.Option(..., "--out", help="run directory for the unlearned model"),
     forget_class: Optional[List[int]] = typer.Option(None, "--forget-class", help="class id to forget (repeatable)"),
     forget_ids: Optional[Path] = typer.Option(None, "--forget-ids", help="file of training sample ids (text or .npy)"),
-    forget_fraction: Optional[float] = typer.Option(None, "--forget-fraction", help="random fraction of the training set"),
+    forget_fraction: Optional[float] = typer.Option(None, "--forget-fraction",
+                                                    help="random fraction of the training set"),
     param: Optional[List[str]] = typer.Option(None, "--param", help="method parameter key=value (repeatable)"),
     seed: int = typer.Option(0, "--seed", min=0),
     subset_per_class: int = typer.Option(1000, "--subset-per-class", help="size of the retain subset D_sub per class"),
@@ -50,13 +51,14 @@ def forget_command(
     On a run made by `forget`, the request is applied on top: what it forgot stays forgotten.
     """
     request = build_request(forget_class, forget_ids, forget_fraction, subset_per_class, seed)
-    params = parse_param_strings(param)
+    params = key_values(param, "--param")
     ck = load_checkpoint(checkpoint, device)
     prior = ck.lineage.forgotten
     model, record = forget(ck, request, method, out=out, params=params, seed=seed, device=device, overwrite=force)
     split = request.resolve(ck.data.train, ck.data.num_classes, prior)
     test_forget, test_retain = split.test_split(ck.data.test)
-    table = Table("", "parent" if prior else "original", "unlearned", title=f"{method}: forget {request.describe()} ({record['seconds']:.2f} s)")
+    table = Table("", "parent" if prior else "original", "unlearned",
+                  title=f"{method}: forget {request.describe()} ({record['seconds']:.2f} s)")
     rows = [("forget (train)", split.forget(ck.data.train)), ("retain (train)", split.retain(ck.data.train)),
             ("test-forget", test_forget), ("test-retain" if request.classes else "test", test_retain)]
     for name, data in rows:

@@ -1,6 +1,7 @@
 """``obliviate train`` and the catalogue commands (``datasets``, ``models``)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -14,6 +15,9 @@ from ..models import MODELS
 from ..training import TrainConfig, check_output_dir, train
 from .app import app, cli_command, console
 
+_CFG = TrainConfig()  # the single source of training defaults: each option below shows TrainConfig's
+_VAL_FRACTION = next(f.default for f in dataclasses.fields(DataSpec) if f.name == "val_fraction")
+
 
 def _accuracy_line(record: dict) -> str:
     acc = record["accuracy"]
@@ -26,25 +30,29 @@ def _accuracy_line(record: dict) -> str:
 def train_command(
     dataset: str = typer.Option(..., "--dataset", help="data set name (see `obliviate datasets`)"),
     out: Path = typer.Option(..., "--out", help="run directory to write (model.pt, run.json, snapshots/)"),
-    model: str = typer.Option("resnet18", "--model", help="model name (see `obliviate models`)"),
-    epochs: int = typer.Option(10, "--epochs", help="epochs of plain training"),
-    seed: int = typer.Option(0, "--seed"),
+    model: str = typer.Option(_CFG.model, "--model", help="model name (see `obliviate models`)"),
+    epochs: int = typer.Option(_CFG.epochs, "--epochs", help="epochs of plain training"),
+    seed: int = typer.Option(_CFG.seed, "--seed"),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="file or folder for data sets that need one"),
-    snapshot_every: int = typer.Option(0, "--snapshot-every", help="save a resumable snapshot every K steps"),
-    blocks: int = typer.Option(0, "--blocks", help="block-incremental training with B blocks (DeepObliviate)"),
-    epochs_per_block: int = typer.Option(1, "--epochs-per-block", help="epochs on each block in block mode"),
-    batch_size: int = typer.Option(256, "--batch-size"),
-    lr: float = typer.Option(0.1, "--lr", help="peak learning rate"),
-    optimizer: str = typer.Option("sgd", "--optimizer", help="sgd | adam | adamw"),
-    schedule: str = typer.Option("onecycle", "--schedule", help="onecycle | cosine | constant"),
-    weight_decay: float = typer.Option(5e-4, "--weight-decay"),
-    label_smoothing: float = typer.Option(0.0, "--label-smoothing"),
-    augment: Optional[str] = typer.Option(None, "--augment", help="none | flip | crop | crop-flip (default: per data set)"),
+    snapshot_every: int = typer.Option(_CFG.snapshot_every, "--snapshot-every",
+                                       help="save a resumable snapshot every K steps"),
+    blocks: int = typer.Option(_CFG.blocks, "--blocks",
+                               help="block-incremental training with B blocks (DeepObliviate)"),
+    epochs_per_block: int = typer.Option(_CFG.epochs_per_block, "--epochs-per-block",
+                                         help="epochs on each block in block mode"),
+    batch_size: int = typer.Option(_CFG.batch_size, "--batch-size"),
+    lr: float = typer.Option(_CFG.lr, "--lr", help="peak learning rate"),
+    optimizer: str = typer.Option(_CFG.optimizer, "--optimizer", help="sgd | adam | adamw"),
+    schedule: str = typer.Option(_CFG.schedule, "--schedule", help="onecycle | cosine | constant"),
+    weight_decay: float = typer.Option(_CFG.weight_decay, "--weight-decay"),
+    label_smoothing: float = typer.Option(_CFG.label_smoothing, "--label-smoothing"),
+    augment: Optional[str] = typer.Option(_CFG.augment, "--augment",
+                                          help="none | flip | crop | crop-flip (default: per data set)"),
     train_per_class: Optional[int] = typer.Option(None, "--train-per-class", help="cap training samples per class"),
     test_per_class: Optional[int] = typer.Option(None, "--test-per-class", help="cap test samples per class"),
-    val_fraction: float = typer.Option(0.05, "--val-fraction"),
+    val_fraction: float = typer.Option(_VAL_FRACTION, "--val-fraction"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: cuda if present)"),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the model (CUDA)"),
+    compile: bool = typer.Option(_CFG.compile, "--compile", help="torch.compile the model (CUDA)"),
     force: bool = typer.Option(False, "--force", help="overwrite a finished run in --out and delete "
                                                       "snapshots there of another config"),
 ) -> None:
@@ -56,10 +64,6 @@ def train_command(
                       seed=seed, snapshot_every=snapshot_every, blocks=blocks, epochs_per_block=epochs_per_block,
                       compile=compile)
     cfg.validate()  # every option against its declared range, before loading anything
-    if model not in MODELS:
-        from ..errors import ObliviateError
-
-        raise ObliviateError(f"unknown model {model!r}; choose one of: {', '.join(sorted(MODELS))}")
     check_output_dir(out, force)  # before loading data and training: a bad --out must not cost the run
     bundle = load_data(spec)
     result = train(bundle, cfg, out, device=device, overwrite=force)
@@ -84,5 +88,5 @@ def models_command() -> None:
     """List the model architectures."""
     table = Table("name", "description")
     for name in sorted(MODELS):
-        table.add_row(name, MODELS[name][1])
+        table.add_row(name, MODELS[name].summary)
     console.print(table)

@@ -24,8 +24,23 @@ from ..env import now_iso, parse_device, pick_device
 from ..errors import ObliviateError
 from ..io import check_writable_dir, to_json
 from ..progress import progress_task
-from .runner import (ORIGINALS, ROW_FILE, RUN_FILE, RUNS, Task, ensure_original, ensure_retrain, execute_task,
-                     load_bundle, original_dir, retrain_dir, row_json, task_row)
+from . import study as study_file  # load_study looked up at call time (tests replace it)
+from .runner import (
+    ORIGINALS,
+    ROW_FILE,
+    RUN_FILE,
+    RUNS,
+    Task,
+    ensure_original,
+    ensure_retrain,
+    execute_task,
+    load_bundle,
+    make_plan,
+    original_dir,
+    retrain_dir,
+    row_json,
+    task_row,
+)
 from .store import Store
 
 
@@ -121,9 +136,10 @@ def _submit_models(ray, fns: dict, tasks: list[Task], work: Path, device: str | 
     for t in tasks:
         orig, retrain = original_dir(t, work), retrain_dir(t, work)
         if orig.name not in refs:
-            refs[orig.name] = ref_for(orig, lambda: fns["original"].remote(t.to_dict(), device))
+            refs[orig.name] = ref_for(orig, lambda t=t: fns["original"].remote(t.to_dict(), device))
         if retrain.name not in refs:
-            refs[retrain.name] = ref_for(retrain, lambda: fns["retrain"].remote(t.to_dict(), refs[orig.name], device))
+            refs[retrain.name] = ref_for(retrain,
+                                         lambda t=t, o=orig: fns["retrain"].remote(t.to_dict(), refs[o.name], device))
     return refs, to_save
 
 
@@ -329,10 +345,6 @@ def bench(study_path: str | Path, store_path: str | Path | None = None, *, work:
     The work folder (default: ``work/`` beside the store) holds the original and retrained models and
     each run's figures; the store holds the rows. Both survive a crash: re-running resumes.
     """
-    from .runner import make_plan
-    from .store import Store
-    from .study import load_study
-
     if executor not in ("local", "ray"):
         raise ObliviateError(f"unknown executor {executor!r}; choose local or ray")
     if max_retries < 0:
@@ -346,7 +358,7 @@ def bench(study_path: str | Path, store_path: str | Path | None = None, *, work:
         if store_path.exists() and (not store_path.is_file() or not os.access(store_path, os.R_OK | os.W_OK)):
             raise ObliviateError(f"--store {store_path} is not a writable file")
         check_writable_dir(work, "--work")
-    study = load_study(study_path, data_roots=data_roots)
+    study = study_file.load_study(study_path, data_roots=data_roots)
     device = device or study.device
     if device and device != "auto":  # spelling always; availability only where the runs happen (this process)
         (parse_device if executor == "ray" else pick_device)(device)

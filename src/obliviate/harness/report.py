@@ -21,12 +21,12 @@ import pandas as pd
 from ..env import now_iso
 from ..errors import ObliviateError
 from ..io import check_writable_dir, write_bytes, write_text
-from .store import Store, pick_study
-from .study import REFERENCE_METHODS
 from .plotting import color as _color
 from .plotting import figure as _figure
 from .plotting import png as _png
 from .scaling import cost_slopes, plot_cost_vs_size, plot_quality_vs_subset, slope_table
+from .store import Store, pick_study
+from .study import REFERENCE_METHODS
 from .tables import aggregate, best_rows, fmt, headline_metrics, info
 
 #: Figures ``evaluate`` writes into each run's folder, by file-name fragment → section title.

@@ -31,6 +31,8 @@ from ..data import DataBundle, DataSpec, ForgetRequest, load_data
 from ..env import now_iso, pick_device, versions
 from ..errors import ObliviateError
 from ..io import config_hash, write_json
+from ..methods import METHODS, get_method, load_all, resolve_params, unlearn
+from ..metrics.evaluate import evaluate
 from ..models import model_for
 from ..training import TrainConfig, finish_run, open_run, train
 from ..training.checkpoint import RUN_FILE
@@ -67,7 +69,8 @@ class Task:
     def identity(self) -> dict:
         d = dataclasses.asdict(self)
         d.pop("key")
-        d["data_spec"] = {k: v for k, v in self.data_spec.items() if k != "root"}  # where the file lies is not what it is
+        # where the file lies is not what it is
+        d["data_spec"] = {k: v for k, v in self.data_spec.items() if k != "root"}
         d["evaluate"] = {k: v for k, v in self.evaluate.items() if k != "keep_models"}
         return d
 
@@ -122,8 +125,6 @@ def train_config_for(study: Study, ds, model, seed: int) -> TrainConfig:
 
 def check_study(study: Study) -> dict[str, DataBundle]:
     """Load every data set and check models, recipes and requests against it; errors name the line."""
-    from ..methods import get_method
-
     bundles: dict[str, DataBundle] = {}
     for ds in study.datasets:
         try:
@@ -157,16 +158,12 @@ def check_study(study: Study) -> dict[str, DataBundle]:
 
 
 def _registered() -> set[str]:
-    from ..methods import METHODS, load_all
-
     load_all()
     return set(METHODS)
 
 
 def make_plan(study: Study, bundles: dict[str, DataBundle] | None = None) -> Plan:
     """Expand datasets × models × seeds × requests × methods into tasks (with data checks)."""
-    from ..methods import METHODS, resolve_params
-
     bundles = bundles if bundles is not None else check_study(study)
     registered = _registered()
     tasks, skipped = [], []
@@ -257,8 +254,6 @@ def ensure_original(task: Task, bundle: DataBundle, work: Path, device: torch.de
 
 def ensure_retrain(task: Task, bundle: DataBundle, original, orig_run, work: Path, device: torch.device):
     """The retrained reference for (original, request): the ``retrain`` method with the original recipe."""
-    from ..methods import unlearn
-
     path = retrain_dir(task, work)
     if not (path / RUN_FILE).exists():
         with _locked(work, path.name):
@@ -295,9 +290,6 @@ def execute_task(task: Task | dict, store_path: str | Path, work_dir: str | Path
     An exception inside the run becomes a ``failed`` row (re-run later); Ctrl-C propagates and
     leaves no row, so the run counts as missing and is redone on resume.
     """
-    from ..metrics.evaluate import evaluate
-    from ..methods import unlearn
-
     task = Task.from_dict(task) if isinstance(task, dict) else task
     work = Path(work_dir)
     t0 = time.perf_counter()

@@ -18,8 +18,13 @@ from typing import Any
 
 import yaml
 
+from ..data import ForgetRequest
+from ..data.sources import SOURCES
 from ..errors import ObliviateError
-from ..params import check_value, declared
+from ..methods import METHODS, load_all, resolve_params
+from ..models import MODELS
+from ..params import ConversionError, check_value, convert, declared
+from ..training import TrainConfig
 
 #: Pseudo-methods the harness runs itself: ``original`` evaluates θ₀ unchanged (the "before" row) and
 #: ``retrain`` is the exact-unlearning reference (train from scratch on D_r with the original recipe),
@@ -199,8 +204,6 @@ def _choose(doc: Located, path: tuple, name: str, choices: list[str], what: str)
 
 def _check_train(doc: Located, path: tuple, train: Any) -> dict:
     """Type-check TrainConfig overrides against the dataclass's annotations."""
-    from ..training import TrainConfig
-
     if train is None:
         return {}
     _expect(doc, path, train, dict, "a mapping of training options")
@@ -209,8 +212,8 @@ def _check_train(doc: Located, path: tuple, train: Any) -> dict:
     out = {}
     for k, v in train.items():
         if k in ("model", "seed"):
-            raise doc.error(path + (k,), f"{k!r} is not a training option here: "
-                                         f"{'list models under models:' if k == 'model' else 'list seeds under seeds:'}")
+            where = "list models under models:" if k == "model" else "list seeds under seeds:"
+            raise doc.error(path + (k,), f"{k!r} is not a training option here: {where}")
         if k not in names:
             close = difflib.get_close_matches(k, sorted(names), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -225,24 +228,11 @@ def _check_train(doc: Located, path: tuple, train: Any) -> dict:
 
 def _coerce(doc: Located, path: tuple, v: Any, annotation: Any) -> Any:
     """Check one value against a dataclass annotation (int, float, bool, str, Optional[...], dict)."""
-    args = typing.get_args(annotation)
-    optional = type(None) in args
-    base = next((a for a in args if a is not type(None)), annotation) if args else annotation
-    if v is None:
-        if optional:
-            return None
-        raise doc.error(path, f"expected {_type_name(base()) if base in (int, float, str, bool) else base}, got null")
-    if base is bool:
-        return _expect(doc, path, v, bool, "true or false")
-    if base is int:
-        return _expect(doc, path, v, int, "an integer")
-    if base is float:
-        return float(_expect(doc, path, v, (int, float), "a number"))
-    if base is str:
-        return _expect(doc, path, v, str, "a string")
-    if typing.get_origin(base) is dict or base is dict:
-        return _expect(doc, path, v, dict, "a mapping")
-    return v
+    try:
+        return convert(v, annotation)
+    except ConversionError as exc:
+        got = "null" if v is None else f"{_type_name(v)} {v!r}"
+        raise doc.error(path, f"expected {exc.kind}, got {got}") from None
 
 
 def _resolve_root(root: str, study_dir: Path) -> str:
@@ -295,10 +285,6 @@ def _path_label(doc: Located, path: tuple, entry: dict) -> str:
 
 def parse_study(text: str, file: str = "<study>", *, data_roots: dict[str, str] | None = None) -> Study:
     """Parse and structurally validate a study (no data loaded: see ``check_study`` for that)."""
-    from ..data.sources import SOURCES
-    from ..methods import METHODS, load_all, resolve_params
-    from ..models import MODELS
-
     doc = load_yaml(text, file)
     d = doc.data
     study_dir = Path(file).parent if file and not file.startswith("<") else Path.cwd()
@@ -310,8 +296,22 @@ def parse_study(text: str, file: str = "<study>", *, data_roots: dict[str, str] 
             raise doc.error((), f"missing {req!r}: a study needs datasets, models, requests and methods")
     name = d.get("name") or Path(file).stem
     _expect(doc, ("name",), name, str, "a string")
+    datasets = _parse_datasets(doc, d, study_dir, data_roots)
+    models = _parse_models(doc, d)
+    train = _check_train(doc, ("train",), d.get("train"))
+    requests = _parse_requests(doc, d, study_dir)
+    methods = _parse_methods(doc, d, datasets, models, requests)
+    seeds = _parse_seeds(doc, d)
+    evaluate = _parse_evaluate(doc, d)
+    published = _parse_published(doc, d, datasets, models, requests)
+    device = d.get("device")
+    if device is not None:
+        _expect(doc, ("device",), device, str, "a device string (cpu, cuda, cuda:1, auto)")
+    return Study(name, str(d.get("description") or ""), file, text, datasets, models, train, requests, methods,
+                 seeds, evaluate, published, device, doc)
 
-    # ---- data sets
+
+def _parse_datasets(doc: Located, d: dict, study_dir: Path, data_roots: dict[str, str] | None) -> list[DatasetEntry]:
     datasets: list[DatasetEntry] = []
     for p, e in _named_entries(doc, d, "datasets", DATASET_KEYS, "data set", sorted(SOURCES)):
         spec: dict[str, Any] = {"name": e["name"]}
@@ -328,53 +328,27 @@ def parse_study(text: str, file: str = "<study>", *, data_roots: dict[str, str] 
         label = _path_label(doc, p, e)
         datasets.append(DatasetEntry(label, spec, _check_train(doc, p + ("train",), e.get("train")), p))
     _unique(doc, [x.label for x in datasets], [x.path for x in datasets], "data set")
+    return datasets
 
-    # ---- models
+
+def _parse_models(doc: Located, d: dict) -> list[ModelEntry]:
     models: list[ModelEntry] = []
     for p, e in _named_entries(doc, d, "models", MODEL_KEYS, "model", sorted(MODELS)):
         options = _expect(doc, p + ("options",), e.get("options") or {}, dict, "a mapping")
         models.append(ModelEntry(_path_label(doc, p, e), e["name"], options,
                                  _check_train(doc, p + ("train",), e.get("train")), p))
     _unique(doc, [x.label for x in models], [x.path for x in models], "model")
+    return models
 
-    train = _check_train(doc, ("train",), d.get("train"))
 
-    # ---- requests
+def _parse_requests(doc: Located, d: dict, study_dir: Path) -> list[RequestEntry]:
     requests: list[RequestEntry] = []
     _expect(doc, ("requests",), d["requests"], list, "a list of forget requests")
     for i, e in enumerate(d["requests"]):
         p = ("requests", i)
         _expect(doc, p, e, dict, "a mapping with classes:, fraction: or ids:")
         _unknown_keys(doc, p, e, REQUEST_KEYS, "request")
-        given = [k for k in ("classes", "fraction", "ids", "ids_file") if e.get(k) is not None]
-        if len(given) != 1:
-            raise doc.error(p, "a request takes exactly one of classes:, fraction:, ids: or ids_file: "
-                               f"(got {', '.join(given) or 'none'})")
-        req: dict[str, Any] = {}
-        if "classes" in given:
-            cl = e["classes"] if isinstance(e["classes"], list) else [e["classes"]]
-            for j, c in enumerate(cl):
-                _expect(doc, p + ("classes", j) if isinstance(e["classes"], list) else p + ("classes",), c, int,
-                        "an integer class index")
-            req["classes"] = [int(c) for c in cl]
-        elif "fraction" in given:
-            f = _expect(doc, p + ("fraction",), e["fraction"], float, "a number in (0, 1)")
-            if not 0.0 < f < 1.0:
-                raise doc.error(p + ("fraction",), f"forget fraction must be in (0, 1), got {f}")
-            req["fraction"] = f
-        elif "ids" in given:
-            _expect(doc, p + ("ids",), e["ids"], list, "a list of sample ids")
-            for j, v in enumerate(e["ids"]):
-                _expect(doc, p + ("ids", j), v, int, "an integer sample id")
-            req["ids"] = [int(v) for v in e["ids"]]
-        else:
-            from ..data import ForgetRequest
-
-            f = _expect(doc, p + ("ids_file",), e["ids_file"], str, "a path")
-            try:
-                req["ids"] = list(ForgetRequest.from_ids_file(_resolve_root(f, study_dir)).ids)
-            except ObliviateError as exc:
-                raise doc.error(p + ("ids_file",), str(exc)) from None
+        req = _request_what(doc, p, e, study_dir)
         if e.get("subset_per_class") is not None:
             req["subset_per_class"] = _expect(doc, p + ("subset_per_class",), e["subset_per_class"], int,
                                               "an integer")
@@ -384,18 +358,52 @@ def parse_study(text: str, file: str = "<study>", *, data_roots: dict[str, str] 
         if seed is not None and seed < 0:
             raise doc.error(p + ("seed",), f"seed must be >= 0, got {seed}")
         label = e.get("label")
-        if label is None:
-            if "classes" in req:
-                label = ("class " if len(req["classes"]) == 1 else "classes ") + ",".join(map(str, req["classes"]))
-            elif "fraction" in req:
-                label = f"random {req['fraction']:.0%}" if req["fraction"] * 100 == int(req["fraction"] * 100) \
-                    else f"random {req['fraction']:.1%}"
-            else:
-                label = f"{len(req['ids'])} ids"
-        requests.append(RequestEntry(str(label), req, seed, p))
+        requests.append(RequestEntry(str(label if label is not None else _request_label(req)), req, seed, p))
     _unique(doc, [x.label for x in requests], [x.path for x in requests], "request")
+    return requests
 
-    # ---- methods (a list value in params is a grid)
+
+def _request_what(doc: Located, p: tuple, e: dict, study_dir: Path) -> dict[str, Any]:
+    """What a request forgets: exactly one of classes, fraction, ids or an ids file (read here)."""
+    given = [k for k in ("classes", "fraction", "ids", "ids_file") if e.get(k) is not None]
+    if len(given) != 1:
+        raise doc.error(p, "a request takes exactly one of classes:, fraction:, ids: or ids_file: "
+                           f"(got {', '.join(given) or 'none'})")
+    if "classes" in given:
+        cl = e["classes"] if isinstance(e["classes"], list) else [e["classes"]]
+        for j, c in enumerate(cl):
+            _expect(doc, p + ("classes", j) if isinstance(e["classes"], list) else p + ("classes",), c, int,
+                    "an integer class index")
+        return {"classes": [int(c) for c in cl]}
+    if "fraction" in given:
+        f = _expect(doc, p + ("fraction",), e["fraction"], float, "a number in (0, 1)")
+        if not 0.0 < f < 1.0:
+            raise doc.error(p + ("fraction",), f"forget fraction must be in (0, 1), got {f}")
+        return {"fraction": f}
+    if "ids" in given:
+        _expect(doc, p + ("ids",), e["ids"], list, "a list of sample ids")
+        for j, v in enumerate(e["ids"]):
+            _expect(doc, p + ("ids", j), v, int, "an integer sample id")
+        return {"ids": [int(v) for v in e["ids"]]}
+    f = _expect(doc, p + ("ids_file",), e["ids_file"], str, "a path")
+    try:
+        return {"ids": list(ForgetRequest.from_ids_file(_resolve_root(f, study_dir)).ids)}
+    except ObliviateError as exc:
+        raise doc.error(p + ("ids_file",), str(exc)) from None
+
+
+def _request_label(req: dict) -> str:
+    if "classes" in req:
+        return ("class " if len(req["classes"]) == 1 else "classes ") + ",".join(map(str, req["classes"]))
+    if "fraction" in req:
+        return f"random {req['fraction']:.0%}" if req["fraction"] * 100 == int(req["fraction"] * 100) \
+            else f"random {req['fraction']:.1%}"
+    return f"{len(req['ids'])} ids"
+
+
+def _parse_methods(doc: Located, d: dict, datasets: list[DatasetEntry], models: list[ModelEntry],
+                   requests: list[RequestEntry]) -> list[MethodEntry]:
+    """The methods to run; a list value in ``params`` is a grid, expanded into one entry per point."""
     load_all()
     known = sorted(set(METHODS) | set(REFERENCE_METHODS))
     methods: list[MethodEntry] = []
@@ -420,51 +428,70 @@ def parse_study(text: str, file: str = "<study>", *, data_roots: dict[str, str] 
                 only[k] = ()
                 continue
             vals = vals if isinstance(vals, list) else [vals]
-            for j, v in enumerate(vals):
+            for v in vals:
                 _choose(doc, p + (k,), str(v), pool, k[:-1] + " label")
             only[k] = tuple(str(v) for v in vals)
         if mname in REFERENCE_METHODS and mname not in METHODS and params:
             raise doc.error(p + ("params",), f"{mname!r} is the harness's reference and takes no parameters")
-        grid_keys, grid_vals = [], []
-        hints: dict = {}
-        if mname in METHODS:
-            hints = typing.get_type_hints(METHODS[mname].Params)
-        for k, v in params.items():
-            if isinstance(v, list) and not (_is_list_type(hints.get(str(k).replace("-", "_"))) and
-                                            not any(isinstance(x, list) for x in v)):
-                if not v:
-                    raise doc.error(p + ("params", k), "an empty grid: give at least one value")
-                grid_keys.append(k)
-                grid_vals.append(v)
-        points = [dict(params, **dict(zip(grid_keys, combo))) for combo in itertools.product(*grid_vals)]
+        grid_keys, points = _grid_points(doc, p, mname, params)
         for point in points:
-            if mname in METHODS and (point or mname not in REFERENCE_METHODS):
-                try:
-                    resolve_params(METHODS[mname](), point)
-                except (ObliviateError, TypeError) as exc:
-                    bad = next((k for k in point if str(k) in str(exc)), None)
-                    msg = str(exc) if str(exc).startswith(mname) else f"{mname}: {exc}"
-                    raise doc.error(p + ("params", bad) if bad else p + ("params",), msg) from None
             label = e.get("label") or mname
             if grid_keys:
                 label = f"{label}[" + ",".join(f"{k}={point[k]}" for k in grid_keys) + "]"
             methods.append(MethodEntry(str(label), mname, point, only["models"], only["requests"],
                                        only["datasets"], p))
     _unique(doc, [m.label for m in methods], [m.path for m in methods], "method")
+    return methods
 
-    # ---- seeds, evaluation options, published numbers
+
+def _grid_points(doc: Located, p: tuple, mname: str, params: dict) -> tuple[list, list[dict]]:
+    """(grid keys, every parameter point): a list value is a grid axis unless the parameter is a list."""
+    grid_keys, grid_vals = [], []
+    hints: dict = {}
+    if mname in METHODS:
+        hints = typing.get_type_hints(METHODS[mname].Params)
+    for k, v in params.items():
+        if isinstance(v, list) and not (_is_list_type(hints.get(str(k).replace("-", "_"))) and
+                                        not any(isinstance(x, list) for x in v)):
+            if not v:
+                raise doc.error(p + ("params", k), "an empty grid: give at least one value")
+            grid_keys.append(k)
+            grid_vals.append(v)
+    points = [dict(params, **dict(zip(grid_keys, combo))) for combo in itertools.product(*grid_vals)]
+    for point in points:
+        if mname in METHODS and (point or mname not in REFERENCE_METHODS):
+            try:
+                resolve_params(METHODS[mname](), point)
+            except (ObliviateError, TypeError) as exc:
+                bad = next((k for k in point if str(k) in str(exc)), None)
+                msg = str(exc) if str(exc).startswith(mname) else f"{mname}: {exc}"
+                raise doc.error(p + ("params", bad) if bad else p + ("params",), msg) from None
+    return grid_keys, points
+
+
+def _parse_seeds(doc: Located, d: dict) -> list[int]:
     seeds_raw = d.get("seeds", [0])
     seeds_list = seeds_raw if isinstance(seeds_raw, list) else [seeds_raw]
     seeds = [_expect(doc, ("seeds", j) if isinstance(seeds_raw, list) else ("seeds",), s, int, "an integer seed")
              for j, s in enumerate(seeds_list)]
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise doc.error(("seeds",), "seeds must be a non-empty list of distinct integers >= 0")
+    return seeds
+
+
+def _parse_evaluate(doc: Located, d: dict) -> dict:
     ev = _expect(doc, ("evaluate",), d.get("evaluate") or {}, dict, "a mapping")
     _unknown_keys(doc, ("evaluate",), ev, EVAL_KEYS, "evaluate")
     evaluate = {"relearn": True, "figures": True, "keep_models": False}
     for k in EVAL_KEYS:
         if k in ev:
             evaluate[k] = _expect(doc, ("evaluate", k), ev[k], bool, "true or false")
+    return evaluate
+
+
+def _parse_published(doc: Located, d: dict, datasets: list[DatasetEntry], models: list[ModelEntry],
+                     requests: list[RequestEntry]) -> list[dict]:
+    """Published numbers to show beside ours; each names labels of this study."""
     published = []
     pub = d.get("published") or []
     _expect(doc, ("published",), pub, list, "a list of published numbers")
@@ -481,11 +508,7 @@ def parse_study(text: str, file: str = "<study>", *, data_roots: dict[str, str] 
             if e.get(k) is not None:
                 _choose(doc, p + (k,), str(e[k]), pool, k + " label")
         published.append({k: e.get(k) for k in PUBLISHED_KEYS})
-    device = d.get("device")
-    if device is not None:
-        _expect(doc, ("device",), device, str, "a device string (cpu, cuda, cuda:1, auto)")
-    return Study(name, str(d.get("description") or ""), file, text, datasets, models, train, requests, methods,
-                 seeds, evaluate, published, device, doc)
+    return published
 
 
 def _unique(doc: Located, labels: list[str], paths: list[tuple], what: str) -> None:

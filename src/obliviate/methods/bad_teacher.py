@@ -20,10 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from ..data.dataset import concat
-from ..models import build_model
+from ..models import Classifier, build_model
 from ..params import OPTIMIZERS, param
-from ..training.loop import OptimConfig, fine_tune
-from .base import FORGET, RETAIN, Method, register
+from ..training.loop import fine_tune
+from .base import FORGET, RETAIN, Method, MethodContext, register
+from .common import FineTuneParams
 
 
 @register
@@ -33,7 +34,7 @@ class BadTeacher(Method):
     needs = frozenset({FORGET, RETAIN})
 
     @dataclass
-    class Params:
+    class Params(FineTuneParams):
         retain_fraction: float = param(0.3, ge=0, le=1)
         temperature: float = param(1.0, gt=0)
         epochs: float = param(10.0, gt=0)
@@ -44,7 +45,7 @@ class BadTeacher(Method):
     presets = {"paper": {"retain_fraction": 0.3, "temperature": 1.0, "epochs": 1.0, "lr": 1e-4,
                          "batch_size": 256, "optimizer": "adam"}}
 
-    def run(self, ctx, p):
+    def run(self, ctx: MethodContext, p: Params) -> Classifier:
         retain = ctx.retain
         n = int(round(p.retain_fraction * len(retain)))
         pick = torch.randperm(len(retain), device=ctx.device, generator=ctx.generator(1))[:n]
@@ -64,6 +65,6 @@ class BadTeacher(Method):
             return F.kl_div(F.log_softmax(model(batch.x) / t, 1), target, reduction="batchmean")
 
         fine_tune(ctx.model, data, loss, epochs=p.epochs, batch_size=p.batch_size,
-                  optim=OptimConfig(p.optimizer, p.lr, 0.9, 0.0, "constant"), augment=ctx.augment,
+                  optim=p.optim(), augment=ctx.augment,
                   seed=ctx.seed, description="bad-teacher")
         return ctx.model

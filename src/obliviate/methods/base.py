@@ -2,7 +2,7 @@
 
 A method is one module with one ``Method`` subclass decorated by ``@register``. It declares what it
 may read (``needs``): the forget set, only the forget ids, the full retain set, only a retain subset
-D_sub, the training snapshots. ``unlearn`` builds an ``UnlearnContext`` that hands over exactly those;
+D_sub, the training snapshots. ``unlearn`` builds a ``MethodContext`` that hands over exactly those;
 reaching for anything else raises ``AccessError``. The context holds nothing that leads back to the
 data: no data-set name or spec to reload, no run directory (its ``run.json`` names the data) unless
 snapshots were declared, no forget ids unless the forget set or its ids were. Zero-glance methods
@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib
+import pkgutil
 import time
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,8 @@ from ..data.splits import default_augment
 from ..env import pick_device, seed_everything, sync
 from ..errors import AccessError, ObliviateError
 from ..models import Classifier
-from ..params import check_fields
+from ..params import ConversionError, check_fields, convert
+from ..training.checkpoint import Snapshots
 
 FORGET, RETAIN, RETAIN_SUBSET, SNAPSHOTS = "forget", "retain", "retain_subset", "snapshots"
 FORGET_IDS = "forget_ids"  # the ids of D_f without its samples (DeepObliviate: which blocks to retrain)
@@ -39,7 +41,7 @@ NOT_ZERO_GLANCE = frozenset({FORGET, FORGET_IDS, SNAPSHOTS})
 
 
 @dataclass
-class UnlearnContext:
+class MethodContext:
     """What a method gets. Data fields are reachable only if the method declared them."""
 
     model: Classifier  # a private copy of the original model, on ``device``; methods may change it in place
@@ -58,7 +60,8 @@ class UnlearnContext:
 
     def _get(self, kind: str):
         if kind not in self.declared:
-            raise AccessError(f"method did not declare access to {kind!r} (declared: {sorted(self.declared) or 'none'})")
+            declared = sorted(self.declared) or "none"
+            raise AccessError(f"method did not declare access to {kind!r} (declared: {declared})")
         value = self._data.get(kind)
         if value is None:
             raise AccessError(f"{kind!r} is not available for this request")
@@ -91,8 +94,8 @@ class UnlearnContext:
         return self._get(RETAIN_SUBSET)
 
     @property
-    def snapshots(self) -> Path:
-        """The original run directory, whose ``snapshots/`` hold the intermediate models (AccessError without one)."""
+    def snapshots(self) -> Snapshots:
+        """The original run's training snapshots (its recipe, block assignment, θ_j); AccessError without one."""
         return self._get(SNAPSHOTS)
 
     @property
@@ -103,6 +106,9 @@ class UnlearnContext:
         g = torch.Generator(device=self.device)
         g.manual_seed(self.seed * 7_919 + salt)
         return g
+
+
+UnlearnContext = MethodContext  # the earlier name, kept for code that imports it
 
 
 class Method:
@@ -124,7 +130,8 @@ class Method:
         """
         return self.needs
 
-    def run(self, ctx: UnlearnContext, params) -> Classifier:  # pragma: no cover - interface
+    def run(self, ctx: MethodContext, p: Any) -> Classifier:  # pragma: no cover - interface
+        """Unlearn in ``ctx.model`` (or build a new model) and return it; ``p`` is an instance of ``Params``."""
         raise NotImplementedError
 
 
@@ -145,13 +152,33 @@ def register(cls: type[Method]) -> type[Method]:
         raise TypeError(f"{cls.name} is zero-glance: it takes class requests only (a sample request names ids)")
     if cls.Params is None or not dataclasses.is_dataclass(cls.Params):
         raise TypeError(f"{cls.name}: Params must be a dataclass")
+    if cls.name in METHODS and METHODS[cls.name] is not cls:  # a second name would silently replace the first
+        raise ObliviateError(f"method name {cls.name!r} is already registered (by {METHODS[cls.name].__qualname__} "
+                             f"in {METHODS[cls.name].__module__}); choose another name")
     METHODS[cls.name] = cls
     return cls
 
 
-def get_method(name: str) -> Method:
-    from . import load_all
+_loaded = False
 
+
+def load_all() -> None:
+    """Import every module of this package so its ``@register`` runs."""
+    global _loaded
+    if _loaded:
+        return
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if info.name not in ("base", "common"):
+            importlib.import_module(f"{__package__}.{info.name}")
+    _loaded = True
+
+
+def list_methods() -> list[type[Method]]:
+    load_all()
+    return [METHODS[k] for k in sorted(METHODS)]
+
+
+def get_method(name: str) -> Method:
     load_all()
     if name not in METHODS:
         raise ObliviateError(f"unknown method {name!r}; choose one of: {', '.join(sorted(METHODS))}")
@@ -160,27 +187,10 @@ def get_method(name: str) -> Method:
 
 def _convert(value: Any, annotation: Any, key: str) -> Any:
     """Turn a CLI string into the parameter's declared type."""
-    if not isinstance(value, str):
-        return value
-    origin = typing.get_origin(annotation)
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    target = args[0] if origin in (typing.Union, types.UnionType) and args else annotation
-    if isinstance(target, str):
-        target = {"int": int, "float": float, "bool": bool, "str": str}.get(target.split(" ")[0], str)
     try:
-        if target is bool:
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if value.lower() == "none" and type(None) in typing.get_args(annotation):
-            return None
-        if target in (int, float, str):
-            return target(value)
-    except ValueError as exc:
-        raise ObliviateError(f"parameter {key}={value!r}: expected {getattr(target, '__name__', target)}") from exc
-    return value
+        return convert(value, annotation, parse=True)
+    except ConversionError as exc:
+        raise ObliviateError(f"parameter {key}={value!r}: expected {exc.type_name}") from None
 
 
 def resolve_params(method: Method, params: dict | None) -> Any:
@@ -206,17 +216,6 @@ def resolve_params(method: Method, params: dict | None) -> Any:
     return p
 
 
-def parse_param_strings(items: list[str] | None) -> dict[str, str]:
-    """``["lr=0.01", "epochs=2"]`` → dict, rejecting items without ``=``."""
-    out: dict[str, str] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ObliviateError(f"--param {item!r}: expected key=value")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
-
-
 #: Attribute on a model returned by ``unlearn``: the ``Forgotten`` union it has forgotten so far, so a
 #: later ``unlearn`` on it excludes every earlier request too (``api.load_checkpoint`` sets it from run.json).
 FORGOTTEN_ATTR = "obliviate_forgotten"
@@ -230,6 +229,47 @@ def _forgotten_in(available: dict, everything: Forgotten) -> dict[str, int]:
             y, ids = value.y.cpu().numpy(), value.ids.cpu().numpy()
             out[kind] = int((np.isin(y, everything.classes) | np.isin(ids, everything.ids)).sum())
     return out
+
+
+def _check_fits(m: Method, model: Classifier, data: DataBundle, request: ForgetRequest) -> None:
+    if request.kind not in m.request_kinds:
+        raise ObliviateError(f"method {m.name!r} handles {', '.join(sorted(m.request_kinds))} requests, "
+                             f"not a {request.kind} request")
+    if tuple(data.input_shape) != tuple(model.spec.input_shape) or data.num_classes != model.num_classes:
+        raise ObliviateError(f"model expects input {tuple(model.spec.input_shape)} with {model.num_classes} classes "
+                             f"but data set {data.name!r} has {data.input_shape} with {data.num_classes}")
+
+
+def _available(m: Method, needs: frozenset, data: DataBundle, split: ForgetSplit, forget_pos: np.ndarray,
+               dev: torch.device, run_path: str | Path | None) -> dict[str, Any]:
+    """Exactly the data kinds the method declared, on ``dev``; nothing else is built."""
+    train_dev = data.train.to(dev)
+    available: dict[str, Any] = {}
+    if FORGET in needs:
+        available[FORGET] = train_dev.subset(forget_pos)
+    if FORGET_IDS in needs:
+        available[FORGET_IDS] = data.train.ids.cpu().numpy()[forget_pos]
+    if RETAIN in needs:
+        available[RETAIN] = split.retain(train_dev)
+    if RETAIN_SUBSET in needs:
+        available[RETAIN_SUBSET] = split.retain_subset(train_dev)
+    if SNAPSHOTS in needs:
+        if run_path is None and SNAPSHOTS in m.needs:
+            raise ObliviateError(f"method {m.name!r} needs the training snapshots: pass the original run directory")
+        available[SNAPSHOTS] = Snapshots(Path(run_path)) if run_path is not None else None
+    return available
+
+
+def _working_copies(start: Classifier, dev: torch.device) -> tuple[Classifier, Classifier]:
+    """(the copy the method may change, a frozen eval-mode copy of θ₀); the caller's model is untouched."""
+    work = copy.deepcopy(start).to(dev)
+    original = copy.deepcopy(start).to(dev).eval()
+    for q in original.parameters():
+        q.requires_grad_(False)
+    if work.wants_channels_last(dev):  # the training memory format: much faster for some models (resnet8 on CPU)
+        work = work.to(memory_format=torch.channels_last)
+        original = original.to(memory_format=torch.channels_last)
+    return work, original
 
 
 def unlearn(model: Classifier, data: DataBundle, request: ForgetRequest, method: str = "unsir", *,
@@ -247,12 +287,7 @@ def unlearn(model: Classifier, data: DataBundle, request: ForgetRequest, method:
     """
     m = get_method(method)
     p = resolve_params(m, params)
-    if request.kind not in m.request_kinds:
-        raise ObliviateError(f"method {m.name!r} handles {', '.join(sorted(m.request_kinds))} requests, "
-                             f"not a {request.kind} request")
-    if tuple(data.input_shape) != tuple(model.spec.input_shape) or data.num_classes != model.num_classes:
-        raise ObliviateError(f"model expects input {tuple(model.spec.input_shape)} with {model.num_classes} classes "
-                             f"but data set {data.name!r} has {data.input_shape} with {data.num_classes}")
+    _check_fits(m, model, data, request)
     forgotten = forgotten if forgotten is not None else getattr(model, FORGOTTEN_ATTR, None) or Forgotten()
     split: ForgetSplit = request.resolve(data.train, data.num_classes, forgotten)
     dev = pick_device(device)
@@ -265,31 +300,11 @@ def unlearn(model: Classifier, data: DataBundle, request: ForgetRequest, method:
                              f"{forgotten.describe()}: pass root_model (the original) or use forget() on the run")
     forget_pos = np.union1d(split.forget_pos, split.prior_pos) if restart else split.forget_pos
     everything = forgotten.union(Forgotten.of(request, data.train, data.num_classes))
-    train_dev = data.train.to(dev)
-    available: dict[str, Any] = {}
-    if FORGET in needs:
-        available[FORGET] = train_dev.subset(forget_pos)
-    if FORGET_IDS in needs:
-        available[FORGET_IDS] = data.train.ids.cpu().numpy()[forget_pos]
-    if RETAIN in needs:
-        available[RETAIN] = split.retain(train_dev)
-    if RETAIN_SUBSET in needs:
-        available[RETAIN_SUBSET] = split.retain_subset(train_dev)
-    if SNAPSHOTS in needs:
-        if run_path is None and SNAPSHOTS in m.needs:
-            raise ObliviateError(f"method {m.name!r} needs the training snapshots: pass the original run directory")
-        available[SNAPSHOTS] = Path(run_path) if run_path is not None else None
-    start = root_model if restart else model
-    work = copy.deepcopy(start).to(dev)
-    original = copy.deepcopy(start).to(dev).eval()
-    for q in original.parameters():
-        q.requires_grad_(False)
-    if work.wants_channels_last(dev):  # the training memory format: much faster for some models (resnet8 on CPU)
-        work = work.to(memory_format=torch.channels_last)
-        original = original.to(memory_format=torch.channels_last)
+    available = _available(m, needs, data, split, forget_pos, dev, run_path)
+    work, original = _working_copies(root_model if restart else model, dev)
     classes = tuple(request.classes) + tuple(c for c in forgotten.classes if c not in request.classes)
     shown = request if {FORGET, FORGET_IDS} & needs else dataclasses.replace(request, ids=())  # ids only if declared
-    ctx = UnlearnContext(model=work, original=original, request=shown, forget_classes=classes,
+    ctx = MethodContext(model=work, original=original, request=shown, forget_classes=classes,
                          num_classes=data.num_classes, device=dev, seed=seed,
                          augment=(train_config.augment if train_config is not None and train_config.augment
                                   else default_augment(data.name)),

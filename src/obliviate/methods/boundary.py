@@ -30,9 +30,11 @@ from torch import nn
 
 from ..data.dataset import ArrayData
 from ..data.pipeline import predict
+from ..models import Classifier
 from ..params import OPTIMIZERS, param
-from ..training.loop import OptimConfig, fine_tune
-from .base import FORGET, Method, register
+from ..training.loop import fine_tune
+from .base import FORGET, Method, MethodContext, register
+from .common import FineTuneParams
 
 
 def fgsm_neighbour_labels(ctx, model: nn.Module, data: ArrayData, eps: float, batch_size: int = 256) -> torch.Tensor:
@@ -63,7 +65,7 @@ class BoundaryShrink(Method):
     request_kinds = frozenset({"class"})
 
     @dataclass
-    class Params:
+    class Params(FineTuneParams):
         eps: float = param(0.1, gt=0)
         epochs: float = param(10.0, gt=0)
         lr: float = param(1e-3, gt=0)
@@ -73,11 +75,11 @@ class BoundaryShrink(Method):
 
     presets = {"paper": {"eps": 0.1, "epochs": 10.0, "lr": 1e-5}}
 
-    def run(self, ctx, p):
+    def run(self, ctx: MethodContext, p: Params) -> Classifier:
         forget = ctx.forget
         labels = fgsm_neighbour_labels(ctx, ctx.original, forget, p.eps)
         fine_tune(ctx.model, ArrayData(forget.x, labels, forget.ids), epochs=p.epochs, batch_size=p.batch_size,
-                  optim=OptimConfig(p.optimizer, p.lr, p.momentum, 0.0, "constant"), augment=ctx.augment,
+                  optim=p.optim(), augment=ctx.augment,
                   seed=ctx.seed, description="boundary-shrink")
         return ctx.model
 
@@ -101,7 +103,7 @@ class BoundaryExpand(Method):
     request_kinds = frozenset({"class"})
 
     @dataclass
-    class Params:
+    class Params(FineTuneParams):
         epochs: float = param(10.0, gt=0)
         lr: float = param(2e-4, gt=0)
         batch_size: int = param(64, ge=1)
@@ -110,7 +112,7 @@ class BoundaryExpand(Method):
 
     presets = {"paper": {"epochs": 10.0, "lr": 1e-5}}
 
-    def run(self, ctx, p):
+    def run(self, ctx: MethodContext, p: Params) -> Classifier:
         model, forget, k = ctx.model, ctx.forget, ctx.num_classes
         old = model.head
         wide = nn.Linear(old.in_features, k + 1).to(old.weight.device)
@@ -124,7 +126,7 @@ class BoundaryExpand(Method):
         shadow = ArrayData(forget.x, torch.full_like(forget.y, k), forget.ids)
         params = [q for n, q in model.named_parameters() if not n.startswith("head.")] + list(wide.parameters())
         fine_tune(_Widened(model, wide), shadow, epochs=p.epochs, batch_size=p.batch_size,
-                  optim=OptimConfig(p.optimizer, p.lr, p.momentum, 0.0, "constant"), augment=ctx.augment,
+                  optim=p.optim(), augment=ctx.augment,
                   seed=ctx.seed, params=params, description="boundary-expand")
         with torch.no_grad():  # prune the shadow neuron: back to a K-way head
             old.weight.copy_(wide.weight[:k])

@@ -5,13 +5,34 @@ variant uses the same noise as its stand-in for the forget samples, and other me
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable
 
 import torch
 import torch.nn.functional as F
 
 from ..data.dataset import ArrayData
-from ..data.pipeline import autocast
+from ..data.pipeline import BatchStream, autocast
+from ..params import OPTIMIZERS, SCHEDULES, param
+from ..training.loop import OptimConfig
+
+
+@dataclass
+class FineTuneParams:
+    """The fine-tune recipe most methods share. A method's ``Params`` extends it and overrides the defaults it
+    measured (keeping its own docstring); ``optim()`` is the optimiser and schedule those fields say."""
+
+    epochs: float = param(1.0, gt=0)
+    lr: float = param(0.01, gt=0)
+    batch_size: int = param(64, ge=1)
+    optimizer: str = param("sgd", choices=OPTIMIZERS)
+    momentum: float = param(0.9, ge=0, lt=1)
+    weight_decay: float = param(0.0, ge=0)
+    schedule: str = param("constant", choices=SCHEDULES)
+
+    def optim(self) -> OptimConfig:
+        return OptimConfig(self.optimizer, self.lr, self.momentum, self.weight_decay, self.schedule)
+
 
 #: Noise samples get negative ids (``NOISE_ID_BASE - k``) so they can never collide with a real sample id.
 NOISE_ID_BASE = -1
@@ -57,21 +78,8 @@ def error_maximising_noise(model: torch.nn.Module, classes: Iterable[int], shape
     try:
         for c in classes:
             noise = torch.randn((n, *shape), device=device, generator=generator).requires_grad_(True)
-            opt = torch.optim.Adam([noise], lr=lr)
             target = torch.full((n,), c, dtype=torch.long, device=device)
-            for _ in range(steps):
-                # whole block per step when it fits one batch (the notebook's case); otherwise in chunks
-                opt.zero_grad(set_to_none=True)
-                for i in range(0, n, batch_size):
-                    chunk = noise[i:i + batch_size]
-                    with autocast(device):
-                        logits = model(to_input(chunk))
-                    ce = F.cross_entropy(logits.float(), target[i:i + batch_size])
-                    norm = chunk.pow(2).flatten(1).sum(1).mean()
-                    loss = (-ce + lam * norm) * (len(chunk) / n)
-                    (grad,) = torch.autograd.grad(loss, noise)
-                    noise.grad = grad if noise.grad is None else noise.grad + grad
-                opt.step()
+            _maximise_error(model, to_input, noise, target, steps, lr, lam, batch_size)
             blocks.append(to_input(noise.detach()))
             labels.append(target)
     finally:
@@ -80,6 +88,26 @@ def error_maximising_noise(model: torch.nn.Module, classes: Iterable[int], shape
     y = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long, device=device)
     ids = NOISE_ID_BASE - torch.arange(len(y), device=device, dtype=torch.long)
     return ArrayData(x, y, ids)
+
+
+def _maximise_error(model: torch.nn.Module, to_input, noise: torch.Tensor, target: torch.Tensor, steps: int,
+                    lr: float, lam: float, batch_size: int) -> None:
+    """Adam on one class's noise block in place: minimise ``-CE(f(N_c), c) + lam * mean ||N_c,i||^2``."""
+    n, device = len(noise), noise.device
+    opt = torch.optim.Adam([noise], lr=lr)
+    for _ in range(steps):
+        # whole block per step when it fits one batch (the notebook's case); otherwise in chunks
+        opt.zero_grad(set_to_none=True)
+        for i in range(0, n, batch_size):
+            chunk = noise[i:i + batch_size]
+            with autocast(device):
+                logits = model(to_input(chunk))
+            ce = F.cross_entropy(logits.float(), target[i:i + batch_size])
+            norm = chunk.pow(2).flatten(1).sum(1).mean()
+            loss = (-ce + lam * norm) * (len(chunk) / n)
+            (grad,) = torch.autograd.grad(loss, noise)
+            noise.grad = grad if noise.grad is None else noise.grad + grad
+        opt.step()
 
 
 def state_floats(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -98,8 +126,6 @@ def recalibrate_batchnorm(model: torch.nn.Module, data: ArrayData, batch_size: i
     averages; a short repair on a few batches (momentum 0.1) cannot wash them out, and eval-mode
     accuracy then collapses on every class. Returns False when the model has no BatchNorm.
     """
-    from ..data.pipeline import BatchStream
-
     layers = [m for m in model.modules() if isinstance(m, _BN) and m.track_running_stats]
     if not layers or len(data) == 0:
         return False

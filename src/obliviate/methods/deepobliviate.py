@@ -34,11 +34,12 @@ import torch
 
 from ..data.pipeline import predict
 from ..errors import CheckpointError, ObliviateError
-from ..training.checkpoint import open_run
-from ..training.loop import make_optimizer
-from ..training.trainer import TrainConfig, load_block_assignment, load_block_snapshot, train_block
+from ..models import Classifier
 from ..params import param
-from .base import FORGET_IDS, RETAIN, SNAPSHOTS, Method, register
+from ..training.checkpoint import Snapshots
+from ..training.loop import make_optimizer
+from ..training.trainer import TrainConfig, train_block
+from .base import FORGET_IDS, RETAIN, SNAPSHOTS, Method, MethodContext, register
 from .common import recalibrate_batchnorm
 
 
@@ -158,43 +159,40 @@ def stitch(model: torch.nn.Module, theta_b: dict, theta_t: dict, retain, max_sam
     recalibrate_batchnorm(model, retain)
 
 
-def _config(ctx, run_path) -> TrainConfig:
+def _config(ctx, source: Snapshots) -> TrainConfig:
     """The recipe the snapshots were made with: the run's own record first, else what the caller passed."""
-    try:
-        cfg = open_run(run_path).record.get("config")
-    except CheckpointError:
-        cfg = None
+    cfg = source.config()
     if cfg:
         return TrainConfig.from_dict(cfg)
     if ctx.train_config is not None:
         return ctx.train_config
-    raise ObliviateError(f"deepobliviate: cannot find the training recipe of {run_path} (no run.json config)")
+    raise ObliviateError(f"deepobliviate: cannot find the training recipe of {source} (no run.json config)")
 
 
 @dataclass
 class _Snapshots:
     """The block-incremental run as DeepObliviate reads it: recipe, block of every id, θ_j loader."""
 
-    path: object
+    source: Snapshots
     cfg: TrainConfig
     n_blocks: int
     sorted_ids: np.ndarray
     sorted_blocks: np.ndarray
 
     @classmethod
-    def open(cls, ctx, run_path) -> "_Snapshots":
+    def open(cls, ctx, source: Snapshots) -> "_Snapshots":
         try:
-            ids, blocks = load_block_assignment(run_path)
+            ids, blocks = source.block_assignment()
         except CheckpointError as exc:
             raise ObliviateError(
-                f"deepobliviate needs a block-incrementally trained run, and {run_path} has no block snapshots: "
+                f"deepobliviate needs a block-incrementally trained run, and {source} has no block snapshots: "
                 "retrain it with `obliviate train ... --blocks B --epochs-per-block E` (plain training, even with "
                 "step snapshots, re-reads every sample every epoch, so no suffix of it is free of the deleted samples)"
             ) from exc
-        cfg = _config(ctx, run_path)
+        cfg = _config(ctx, source)
         order = np.argsort(ids)
         n_blocks = int(cfg.blocks) if cfg.blocks else int(blocks.max()) + 1
-        return cls(run_path, cfg, n_blocks, ids[order], blocks[order])
+        return cls(source, cfg, n_blocks, ids[order], blocks[order])
 
     def block_of(self, query: np.ndarray) -> np.ndarray:
         """0-based block of each id; -1 for an id the run never trained on."""
@@ -204,7 +202,7 @@ class _Snapshots:
         return np.where(self.sorted_ids[pos] == query, self.sorted_blocks[pos], -1)
 
     def model(self, j: int) -> dict:
-        return load_block_snapshot(self.path, j)["model"]
+        return self.source.block(j)["model"]
 
     def check_final(self, original: torch.nn.Module) -> dict:
         """The model to unlearn must be θ_B of this run, or stitching adds the wrong updates; returns θ_B."""
@@ -212,7 +210,7 @@ class _Snapshots:
         for k, v in theta_b.items():
             if k in final and v.is_floating_point() and not torch.allclose(
                     final[k].detach().cpu().float(), v.float(), atol=1e-6, rtol=1e-5):
-                raise ObliviateError(f"deepobliviate: the model to unlearn is not the final model of {self.path} "
+                raise ObliviateError(f"deepobliviate: the model to unlearn is not the final model of {self.source} "
                                      f"(parameter {k} differs); pass the run's own model")
         return theta_b
 
@@ -242,9 +240,10 @@ class DeepObliviate(Method):
         normalise: bool = True  # Δ per parameter (divide by parameter count); False: raw L1 norm
         h0: float | None = param(None, gt=0)
         bn_samples: int = param(2048, ge=1)  # retain samples that re-estimate BatchNorm statistics after stitching
-        max_stitch_drop: float | None = param(1.0, ge=0)  # points a stitch may lose vs θ_B on a retain sample; None: no check
+        # points a stitch may lose against θ_B on a retain sample (else retrain on); None: no check
+        max_stitch_drop: float | None = param(1.0, ge=0)
 
-    def run(self, ctx, p):
+    def run(self, ctx: MethodContext, p: Params) -> Classifier:
         if p.min_deltas < 1:
             raise ObliviateError(f"deepobliviate: min_deltas must be >= 1, got {p.min_deltas}")
         if p.epsilon < 0:
@@ -253,7 +252,7 @@ class DeepObliviate(Method):
         forget_blocks = snaps.block_of(np.asarray(ctx.forget_ids, np.int64))
         if (forget_blocks < 0).any():
             bad = int(np.asarray(ctx.forget_ids)[forget_blocks < 0][0])
-            raise ObliviateError(f"deepobliviate: sample id {bad} is not in the block assignment of {snaps.path} "
+            raise ObliviateError(f"deepobliviate: sample id {bad} is not in the block assignment of {snaps.source} "
                                  "(was that run trained on this data set?)")
         first, last = int(forget_blocks.min()), int(forget_blocks.max())  # 0-based block indices
         theta_b = snaps.check_final(ctx.original)
@@ -317,7 +316,7 @@ def _retrain_suffix(ctx, p, snaps: _Snapshots, retain, retain_blocks, first: int
     """Retrain blocks first.. on D_j minus S from θ_first, measuring Δ_j; return (stop, Δs, decisions).
 
     When the stop rule fires at block t, ``try_stitch(t)`` stitches; a rejected stitch means: go on."""
-    start = load_block_snapshot(snaps.path, first)
+    start = snaps.source.block(first)
     model, cfg = ctx.model, snaps.cfg
     model.load_state_dict(start["model"])
     optimizer = make_optimizer(model.parameters(), cfg.optim())

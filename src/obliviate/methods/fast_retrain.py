@@ -18,9 +18,10 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from ..training.trainer import train
+from ..models import Classifier
 from ..params import SCHEDULES, param
-from .base import RETAIN, Method, register
+from ..training.trainer import train
+from .base import RETAIN, Method, MethodContext, register
 from .retrain import Retrain, recipe, retain_bundle
 
 
@@ -44,7 +45,7 @@ class FastRetrain(Method):
         label_smoothing: float = param(0.1, ge=0, lt=1)
         schedule: str = param("onecycle", choices=SCHEDULES)
 
-    def run(self, ctx, p):
+    def run(self, ctx: MethodContext, p: Params) -> Classifier:
         cfg = fast_recipe(ctx, p)
         ctx.info["recipe"] = {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "schedule",
                                                            "label_smoothing", "seed")}

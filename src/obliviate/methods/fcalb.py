@@ -27,10 +27,10 @@ import torch.nn.functional as F
 
 from ..data.pipeline import BatchStream
 from ..errors import ObliviateError
-from ..models import build_model
-from ..training.loop import OptimConfig, fine_tune
+from ..models import Classifier, build_model
 from ..params import OPTIMIZERS, param
-from .base import FORGET, RETAIN_SUBSET, Method, register
+from ..training.loop import OptimConfig, fine_tune
+from .base import FORGET, RETAIN_SUBSET, Method, MethodContext, register
 from .common import error_maximising_noise, recalibrate_batchnorm, retain_distillation
 
 BALANCES = ("uncertainty", "dwa", "gradnorm", "fixed")
@@ -156,7 +156,8 @@ class FCALBParams:
     UNSIR's (used by the zero-glance variant only).
 
     Full Fashion-MNIST, resnet8 width 16, D_sub 1,000 per class, seed 0 (2026-11-29, one run on 2 CPU
-    cores; old recipe: constant lr, plain cross-entropy): kept-class test accuracy vs ``retrain`` — class 0: uncertainty −2.6, GradNorm −2.1,
+    cores; old recipe: constant lr, plain cross-entropy): kept-class test accuracy vs ``retrain`` — class 0:
+    uncertainty −2.6, GradNorm −2.1,
     DWA −2.3 points; classes 0+2: −3.3, −3.8, −3.1; forget 0.0 % for all; 26-30 s vs retrain's 171-188 s.
     No scheme is better by more than one seed's noise, so the default stays ``uncertainty`` (the cheapest
     with learnt weights besides DWA; GradNorm costs ~12 % more for its second-order step).
@@ -173,7 +174,7 @@ class FCALBParams:
     epochs: float = param(3.0, gt=0)
     lr: float = param(3e-3, gt=0)
     optimizer: str = param("adam", choices=OPTIMIZERS)
-    distill: float = param(0.9, ge=0, le=1)  # weight of distillation from θ₀ (forgotten classes masked) in the recover loss
+    distill: float = param(0.9, ge=0, le=1)  # weight of distillation from θ₀ (forgotten logits masked) in recover
     distill_temperature: float = param(2.0, gt=0)
     schedule: str = param("cosine", choices=("constant", "cosine"))  # lr flat, or decayed to 0 over the run
     batch_size: int = param(128, ge=1)
@@ -201,7 +202,7 @@ class _FCALB(Method):
     def forget_inputs(self, ctx, p) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def run(self, ctx, p):
+    def run(self, ctx: MethodContext, p: FCALBParams) -> Classifier:
         if p.balance not in BALANCES:
             raise ObliviateError(f"{self.name}: balance must be one of {', '.join(BALANCES)}, got {p.balance!r}")
         if p.forget_loss not in FORGET_LOSSES:

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..training.loop import OptimConfig, fine_tune
-from ..params import OPTIMIZERS, param
-from .base import RETAIN, Method, register
+from ..models import Classifier
+from ..params import SCHEDULES, param
+from ..training.loop import fine_tune
+from .base import RETAIN, Method, MethodContext, register
+from .common import FineTuneParams
 
 
 @register
@@ -15,15 +17,14 @@ class FineTune(Method):
     needs = frozenset({RETAIN})
 
     @dataclass
-    class Params:
+    class Params(FineTuneParams):
         epochs: float = param(3.0, gt=0)
         lr: float = param(0.02, gt=0)
         batch_size: int = param(128, ge=1)
-        optimizer: str = param("sgd", choices=OPTIMIZERS)
         weight_decay: float = param(5e-4, ge=0)
+        schedule: str = param("cosine", choices=SCHEDULES)
 
-    def run(self, ctx, p):
-        optim = OptimConfig(p.optimizer, p.lr, 0.9, p.weight_decay, "cosine")
-        fine_tune(ctx.model, ctx.retain, epochs=p.epochs, batch_size=p.batch_size, optim=optim,
+    def run(self, ctx: MethodContext, p: Params) -> Classifier:
+        fine_tune(ctx.model, ctx.retain, epochs=p.epochs, batch_size=p.batch_size, optim=p.optim(),
                   augment=ctx.augment, seed=ctx.seed, description="finetune")
         return ctx.model

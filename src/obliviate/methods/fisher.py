@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from ..data.pipeline import BatchStream
+from ..models import Classifier
 from ..params import param
-from .base import RETAIN, Method, register
+from .base import RETAIN, Method, MethodContext, register
 
 
 def fisher_diagonal(model: torch.nn.Module, data, labels: str = "expected", batch_size: int = 64,
@@ -76,7 +77,7 @@ class Fisher(Method):
 
     presets = {"paper": {"alpha": 1e-6, "labels": "expected"}}
 
-    def run(self, ctx, p):
+    def run(self, ctx: MethodContext, p: Params) -> Classifier:
         model, data = ctx.model, ctx.retain
         if p.max_samples is not None and p.max_samples < len(data):
             data = data.subset(torch.randperm(len(data), device=ctx.device, generator=ctx.generator(3))[:p.max_samples])

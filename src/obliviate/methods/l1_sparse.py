@@ -18,9 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from ..data.pipeline import BatchStream
-from ..params import OPTIMIZERS, param
-from ..training.loop import OptimConfig, fine_tune
-from .base import RETAIN, Method, register
+from ..models import Classifier
+from ..params import OPTIMIZERS, SCHEDULES, param
+from ..training.loop import fine_tune
+from .base import RETAIN, Method, MethodContext, register
+from .common import FineTuneParams
 
 
 @register
@@ -30,7 +32,7 @@ class L1Sparse(Method):
     needs = frozenset({RETAIN})
 
     @dataclass
-    class Params:
+    class Params(FineTuneParams):
         alpha: float = param(0.01, ge=0)
         epochs: int = param(5, ge=1)
         lr: float = param(0.02, gt=0)
@@ -38,10 +40,11 @@ class L1Sparse(Method):
         optimizer: str = param("sgd", choices=OPTIMIZERS)
         momentum: float = param(0.9, ge=0, lt=1)
         weight_decay: float = param(0.0, ge=0)
+        schedule: str = param("cosine", choices=SCHEDULES)
 
     presets = {"paper": {"alpha": 0.2}}
 
-    def run(self, ctx, p):
+    def run(self, ctx: MethodContext, p: Params) -> Classifier:
         per_epoch = len(BatchStream(ctx.retain, p.batch_size))
         params = [q for q in ctx.model.parameters() if q.requires_grad]
 
@@ -52,6 +55,6 @@ class L1Sparse(Method):
             return F.cross_entropy(model(batch.x), batch.y) + a * l1
 
         fine_tune(ctx.model, ctx.retain, loss, epochs=p.epochs, batch_size=p.batch_size,
-                  optim=OptimConfig(p.optimizer, p.lr, p.momentum, p.weight_decay, "cosine"),
+                  optim=p.optim(),
                   augment=ctx.augment, seed=ctx.seed, description="l1-sparse")
         return ctx.model

@@ -29,9 +29,11 @@ from typing import Iterator
 import torch.nn.functional as F
 
 from ..data.pipeline import Batch, BatchStream
+from ..models import Classifier
 from ..params import OPTIMIZERS, param
-from ..training.loop import OptimConfig, fine_tune
-from .base import FORGET, RETAIN, Method, register
+from ..training.loop import fine_tune
+from .base import FORGET, RETAIN, Method, MethodContext, register
+from .common import FineTuneParams
 
 
 def cycle_batches(stream: BatchStream) -> Iterator[Batch]:
@@ -49,7 +51,7 @@ class NegGrad(Method):
     needs = frozenset({FORGET})
 
     @dataclass
-    class Params:
+    class Params(FineTuneParams):
         epochs: float = param(5.0, gt=0)
         lr: float = param(0.01, gt=0)
         batch_size: int = param(64, ge=1)
@@ -59,7 +61,7 @@ class NegGrad(Method):
 
     presets = {"unbounded": {"max_loss": float("inf"), "momentum": 0.9}}
 
-    def run(self, ctx, p):
+    def run(self, ctx: MethodContext, p: Params) -> Classifier:
         cap = p.max_loss if p.max_loss is not None else math.log(ctx.num_classes)
 
         def loss(model, batch):
@@ -68,7 +70,7 @@ class NegGrad(Method):
             return -(ce * active).mean()
 
         fine_tune(ctx.model, ctx.forget, loss, epochs=p.epochs, batch_size=p.batch_size,
-                  optim=OptimConfig(p.optimizer, p.lr, p.momentum, 0.0, "constant"), augment=ctx.augment,
+                  optim=p.optim(), augment=ctx.augment,
                   seed=ctx.seed, description="neggrad")
         return ctx.model
 
@@ -80,7 +82,7 @@ class NegGradPlus(Method):
     needs = frozenset({FORGET, RETAIN})
 
     @dataclass
-    class Params:
+    class Params(FineTuneParams):
         alpha: float = param(0.995, ge=0, le=1)
         epochs: float = param(5.0, gt=0)
         lr: float = param(0.01, gt=0)
@@ -92,7 +94,7 @@ class NegGradPlus(Method):
 
     presets = {"paper": {"alpha": 0.9999, "epochs": 5.0, "lr": 0.01}}
 
-    def run(self, ctx, p):
+    def run(self, ctx: MethodContext, p: Params) -> Classifier:
         forget = cycle_batches(BatchStream(ctx.forget, p.forget_batch_size, augment=ctx.augment,
                                            seed=ctx.seed + 1))
 
@@ -102,6 +104,6 @@ class NegGradPlus(Method):
                     - (1.0 - p.alpha) * F.cross_entropy(model(fb.x), fb.y))
 
         fine_tune(ctx.model, ctx.retain, loss, epochs=p.epochs, batch_size=p.batch_size,
-                  optim=OptimConfig(p.optimizer, p.lr, p.momentum, p.weight_decay, "constant"),
+                  optim=p.optim(),
                   augment=ctx.augment, seed=ctx.seed, description="neggrad+")
         return ctx.model

@@ -12,14 +12,17 @@ epochs, lr 0.013) is ``preset=paper``.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
 from ..data.dataset import ArrayData, concat
+from ..models import Classifier
 from ..params import OPTIMIZERS, SCHEDULES, param
-from ..training.loop import OptimConfig, fine_tune
-from .base import FORGET, RETAIN, Method, register
+from ..training.loop import fine_tune
+from .base import FORGET, RETAIN, Method, MethodContext, register
+from .common import FineTuneParams
 
 
 def wrong_labels(ctx, y: torch.Tensor, salt: int = 0) -> torch.Tensor:
@@ -40,9 +43,8 @@ def relabelled(ctx, forget: ArrayData, salt: int = 0) -> ArrayData:
 def random_label_fit(ctx, p, description: str, grad_hook=None, weight_decay: float | None = None) -> None:
     """Fine-tune ``ctx.model`` on relabelled D_f ∪ D_r (shared by ``random-label`` and ``salun``)."""
     data = concat(relabelled(ctx, ctx.forget, salt=11), ctx.retain)
-    wd = p.weight_decay if weight_decay is None else weight_decay
-    fine_tune(ctx.model, data, epochs=p.epochs, batch_size=p.batch_size,
-              optim=OptimConfig(p.optimizer, p.lr, p.momentum, wd, p.schedule), augment=ctx.augment,
+    optim = p.optim() if weight_decay is None else dataclasses.replace(p.optim(), weight_decay=weight_decay)
+    fine_tune(ctx.model, data, epochs=p.epochs, batch_size=p.batch_size, optim=optim, augment=ctx.augment,
               seed=ctx.seed, grad_hook=grad_hook, description=description)
 
 
@@ -53,7 +55,7 @@ class RandomLabel(Method):
     needs = frozenset({FORGET, RETAIN})
 
     @dataclass
-    class Params:
+    class Params(FineTuneParams):
         epochs: float = param(3.0, gt=0)
         lr: float = param(0.01, gt=0)
         batch_size: int = param(64, ge=1)
@@ -64,6 +66,6 @@ class RandomLabel(Method):
 
     presets = {"paper": {"epochs": 10.0, "lr": 0.013}}
 
-    def run(self, ctx, p):
+    def run(self, ctx: MethodContext, p: Params) -> Classifier:
         random_label_fit(ctx, p, "random-label")
         return ctx.model

@@ -25,12 +25,11 @@ import torch
 from ..data.dataset import ArrayData, DataBundle
 from ..env import seed_everything
 from ..errors import AccessError, ObliviateError
-from ..models import build_model
+from ..models import Classifier, build_model
 from ..params import declared, param
-from ..training.trainer import (TrainConfig, assign_blocks, load_block_assignment, prepare_model, train,
-                                train_block)
 from ..training.loop import make_optimizer
-from .base import RETAIN, SNAPSHOTS, Method, register
+from ..training.trainer import TrainConfig, assign_blocks, prepare_model, train, train_block
+from .base import RETAIN, SNAPSHOTS, Method, MethodContext, register
 
 _RECIPE_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
                   "label_smoothing", "seed", "blocks", "epochs_per_block")
@@ -63,7 +62,7 @@ class Retrain(Method):
         blocks = params.blocks if params.blocks is not None else getattr(train_config, "blocks", 0)
         return self.needs | {SNAPSHOTS} if blocks else self.needs
 
-    def run(self, ctx, p):
+    def run(self, ctx: MethodContext, p: Params) -> Classifier:
         cfg = recipe(ctx, p)
         for name in _RECIPE_FIELDS:  # record what was used, not "None"
             setattr(p, name, getattr(cfg, name))
@@ -105,11 +104,11 @@ def _block_of(ctx, retain: ArrayData, cfg: TrainConfig) -> np.ndarray:
     """Block index of every retained sample: the original run's assignment when it is on disk."""
     ids = retain.ids.cpu().numpy()
     try:
-        run_path = ctx.snapshots
+        source = ctx.snapshots
     except AccessError:  # no run directory given: re-split
-        run_path = None
-    if run_path is not None and (run_path / "snapshots" / "blocks.npy").exists():
-        rec_ids, rec_blocks = load_block_assignment(run_path)
+        source = None
+    if source is not None and source.has_blocks():
+        rec_ids, rec_blocks = source.block_assignment()
         lookup = dict(zip(rec_ids.tolist(), rec_blocks.tolist()))
         if int(rec_blocks.max()) < cfg.blocks and all(int(i) in lookup for i in ids):
             return np.array([lookup[int(i)] for i in ids], dtype=np.int64)

@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from ..data.pipeline import BatchStream
+from ..models import Classifier
 from ..params import param
-from .base import FORGET, RETAIN, Method, register
+from .base import FORGET, RETAIN, Method, MethodContext, register
 from .random_label import RandomLabel, random_label_fit
 
 
@@ -47,7 +48,7 @@ def saliency_mask(model: torch.nn.Module, forget, ratio: float, batch_size: int 
     if keep:
         mask[torch.topk(flat, keep, sorted=False).indices] = 1.0
     out, start = {}, 0
-    for (n, q), g in zip(named, grads):
+    for n, q in named:
         out[n] = mask[start:start + q.numel()].view_as(q)
         start += q.numel()
     return out
@@ -65,7 +66,7 @@ class SalUn(Method):
 
     presets = {"paper": {"mask_ratio": 0.5, "epochs": 10.0, "lr": 0.013}}
 
-    def run(self, ctx, p):
+    def run(self, ctx: MethodContext, p: Params) -> Classifier:
         model = ctx.model
         masks = saliency_mask(model, ctx.forget, p.mask_ratio)
         pairs = [(q, masks[n]) for n, q in model.named_parameters() if n in masks]

@@ -25,9 +25,10 @@ import torch.nn.functional as F
 
 from ..data.pipeline import BatchStream
 from ..errors import ObliviateError
+from ..models import Classifier
 from ..params import OPTIMIZERS, param
 from ..training.loop import OptimConfig, make_optimizer, run_epochs
-from .base import FORGET, RETAIN, Method, register
+from .base import FORGET, RETAIN, Method, MethodContext, register
 
 
 def distill_kl(student_logits, teacher_logits, t: float):
@@ -64,7 +65,7 @@ class Scrub(Method):
                   "msteps": 3, "epochs": 10, "temperature": 2.0, "lr_decay_epochs": "5,8,9"},
     }
 
-    def run(self, ctx, p):
+    def run(self, ctx: MethodContext, p: Params) -> Classifier:
         try:
             decay = sorted({int(e) for e in p.lr_decay_epochs.replace(" ", "").split(",") if e})
         except ValueError as exc:

@@ -14,9 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..data.dataset import concat
-from ..training.loop import OptimConfig, fine_tune
+from ..models import Classifier
 from ..params import OPTIMIZERS, param
-from .base import RETAIN_SUBSET, Method, register
+from ..training.loop import OptimConfig, fine_tune
+from .base import RETAIN_SUBSET, Method, MethodContext, register
 from .common import error_maximising_noise, recalibrate_batchnorm, retain_distillation
 
 
@@ -76,21 +77,22 @@ class UNSIR(Method):
         repair_lr: float = param(3e-3, gt=0)
         impair_epochs: float = param(1.0, gt=0)
         repair_epochs: float = param(4.0, ge=0)
-        repair_distill: float = param(0.5, ge=0, le=1)  # weight of distillation from θ₀ (forgotten classes masked) in repair
+        repair_distill: float = param(0.5, ge=0, le=1)  # weight of distillation from θ₀ (forgotten logits masked)
         distill_temperature: float = param(2.0, gt=0)
         repair_schedule: str = param("cosine", choices=("constant", "cosine"))  # repair lr: flat, or decayed to 0
         batch_size: int = param(256, ge=1)
         optimizer: str = param("adam", choices=OPTIMIZERS)
         augment: bool = False  # the notebook impairs and repairs without augmentation
         recalibrate_bn: bool = True  # re-estimate BatchNorm statistics on D_sub after repair (not in the notebook)
-        noise_space: str = param("normalised", choices=("normalised", "input"))  # N(0,1) noise as the model's first layer sees it (the notebook's scale)
+        # N(0,1) noise as the model's first layer sees it (the notebook's scale)
+        noise_space: str = param("normalised", choices=("normalised", "input"))
 
     _published = {"impair_lr": 0.02, "repair_lr": 0.01, "repair_epochs": 1.0, "repair_schedule": "constant",
                   "repair_distill": 0.0}
     presets = {"paper": _published,
                "notebook": {**_published, "noise_train_mode": True, "recalibrate_bn": False}}
 
-    def run(self, ctx, p):
+    def run(self, ctx: MethodContext, p: Params) -> Classifier:
         noise = noise_for(ctx, p)
         ctx.info["noise"] = {"classes": list(ctx.forget_classes), "per_class": p.noise_n,
                              "labels": sorted(set(noise.y.tolist()))}

@@ -110,7 +110,8 @@ def backdoor_info(bundle: DataBundle) -> dict | None:
     return bundle.spec.get("backdoor") if isinstance(bundle.spec, dict) else None
 
 
-def backdoor_asr(model: torch.nn.Module, test: ArrayData, target: int, patch: TriggerPatch | dict | None = None) -> float:
+def backdoor_asr(model: torch.nn.Module, test: ArrayData, target: int,
+                 patch: TriggerPatch | dict | None = None) -> float:
     """Attack success rate: fraction of triggered test samples *not* of class ``target`` predicted ``target``."""
     patch = TriggerPatch.from_dict(patch) if isinstance(patch, dict) else (patch or TriggerPatch())
     keep = torch.nonzero(test.y != int(target)).flatten()

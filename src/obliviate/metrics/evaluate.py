@@ -10,11 +10,12 @@ Every key is defined in ``docs/metrics.md``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..data.dataset import DataBundle
+from ..data.dataset import ArrayData, DataBundle
 from ..data.request import ForgetRequest, Forgotten
 from ..errors import ObliviateError
 from ..finite import require_finite, require_finite_outputs
@@ -126,8 +127,19 @@ def _still_forgotten(original, unlearned, data: DataBundle, earlier: list[Forget
     return out
 
 
-def _evaluate(original, unlearned, data, request, retrained, unlearn_record, retrain_record, out, figures, seed,
-              relearn, earlier) -> dict:
+@dataclass
+class _Parts:
+    """The sets every metric reads: D_f, D_r, and the test split by forgotten classes."""
+
+    prior: Forgotten
+    forget: ArrayData
+    retain: ArrayData
+    test_forget: ArrayData | None
+    test_retain: ArrayData
+    unseen_same: ArrayData | None  # non-members of D_f's distribution for the loss attack
+
+
+def _parts(data: DataBundle, request: ForgetRequest, earlier: list[ForgetRequest]) -> _Parts:
     prior = Forgotten()
     for r in earlier:
         prior = prior.union(Forgotten.of(r, data.train, data.num_classes))
@@ -140,38 +152,79 @@ def _evaluate(original, unlearned, data, request, retrained, unlearn_record, ret
         test_forget = part_of(data.test, torch.nonzero(in_forgotten).flatten())
     if gone.any():
         test_retain = part_of(data.test, torch.nonzero(~gone).flatten())
-    unseen_same = test_forget if request.classes else test_retain  # non-members for the loss attack
+    unseen_same = test_forget if request.classes else test_retain
+    return _Parts(prior, forget, retain, test_forget, test_retain, unseen_same)
+
+
+def _evaluate(original, unlearned, data, request, retrained, unlearn_record, retrain_record, out, figures, seed,
+              relearn, earlier) -> dict:
+    """Every metric section in turn (the order is fixed: a seeded section must see the same state)."""
+    parts = _parts(data, request, earlier)
     models = {"": unlearned, "_original": original, "_retrained": retrained}
     m: dict = {
         "request": request.describe(), "request_kind": request.kind,
-        "method": (unlearn_record or {}).get("method"), "forget_size": len(forget), "retain_size": len(retain),
-        "test_size": len(data.test), "seed": seed,
+        "method": (unlearn_record or {}).get("method"), "forget_size": len(parts.forget),
+        "retain_size": len(parts.retain), "test_size": len(data.test), "seed": seed,
     }
-
-    # accuracy
-    for suffix, model in models.items():
-        for key, part in (("forget_acc", forget), ("retain_acc", retain), ("test_acc", data.test),
-                          ("test_forget_acc", test_forget), ("test_retain_acc", test_retain)):
-            m[key + suffix] = accuracy(model, part) if model is not None else None
-    m["per_class_test_acc"] = per_class_accuracy(unlearned, data.test, data.num_classes)
+    m.update(_accuracy_metrics(models, parts, data))
     if earlier:
-        m["forgotten_before"] = prior.describe()
+        m["forgotten_before"] = parts.prior.describe()
         m.update(_still_forgotten(original, unlearned, data, earlier))
+    m.update(_mia_metrics(models, parts, seed))
+    m.update(_relearn_metrics(original, unlearned, retrained, parts.forget, seed, relearn))
+    m.update(_output_distances(models, parts.forget, seed))
+    d_orig = layer_distances(unlearned, original)
+    d_retr = layer_distances(unlearned, retrained) if retrained is not None else None
+    m["weight_distance"] = total_distance(d_orig)
+    m["weight_distance_to_retrained"] = total_distance(d_retr) if d_retr is not None else None
+    m["weight_distance_retrained_to_original"] = (total_distance(layer_distances(retrained, original))
+                                                  if retrained is not None else None)
+    dists = _prediction_metrics(m, unlearned, retrained, parts.forget, data, request)
+    bd = backdoor_info(data)  # backdoor verification (only for data made with plant_backdoor)
+    if bd is not None:
+        for suffix, model in models.items():
+            m["backdoor_asr" + suffix] = (backdoor_asr(model, data.test, bd["target"], bd["patch"])
+                                          if model is not None else None)
+    m.update(cost_metrics(unlearn_record, retrain_record))
+    m = {k: _clean(v) for k, v in m.items()}
+    if out is not None:
+        out = Path(out)
+        m["figures"] = _figures(out, original, unlearned, parts, data, request, d_orig, d_retr, dists, seed) \
+            if figures else []
+        write_json(out / METRICS_FILE, m)
+    return m
 
-    # membership inference
+
+def _accuracy_metrics(models: dict, parts: _Parts, data: DataBundle) -> dict:
+    m = {}
+    for suffix, model in models.items():
+        for key, part in (("forget_acc", parts.forget), ("retain_acc", parts.retain), ("test_acc", data.test),
+                          ("test_forget_acc", parts.test_forget), ("test_retain_acc", parts.test_retain)):
+            m[key + suffix] = accuracy(model, part) if model is not None else None
+    m["per_class_test_acc"] = per_class_accuracy(models[""], data.test, data.num_classes)
+    return m
+
+
+def _mia_metrics(models: dict, parts: _Parts, seed: int) -> dict:
+    m = {}
     for suffix, model in models.items():
         if model is None:
             continue
-        for key, v in all_attacks(model, forget, retain, unseen_same, test_retain, seed=seed).items():
+        for key, v in all_attacks(model, parts.forget, parts.retain, parts.unseen_same, parts.test_retain,
+                                  seed=seed).items():
             m[key + suffix] = v
+    retrained = models["_retrained"]
     for key in MIA_ATTACKS:
         m[key + "_gap"] = abs(m[key] - m[key + "_retrained"]) if retrained is not None else None
         if retrained is None:
             m[key + "_retrained"] = None
+    return m
 
-    # relearn time / anamnesis index
-    m.update({"relearn_steps": None, "relearn_capped": None, "relearn_steps_retrained": None,
-              "relearn_retrained_capped": None, "relearn_ain": None, "relearn_goal": None})
+
+def _relearn_metrics(original, unlearned, retrained, forget: ArrayData, seed: int, relearn: bool) -> dict:
+    """Relearn time and the anamnesis index (None when ``relearn`` is off: the slowest part)."""
+    m = {"relearn_steps": None, "relearn_capped": None, "relearn_steps_retrained": None,
+         "relearn_retrained_capped": None, "relearn_ain": None, "relearn_goal": None}
     if relearn:
         ru = relearn_time(unlearned, forget, original, seed=seed)
         m.update(relearn_steps=ru.steps, relearn_capped=ru.capped, relearn_goal=ru.goal)
@@ -179,24 +232,23 @@ def _evaluate(original, unlearned, data, request, retrained, unlearn_record, ret
             rr = relearn_time(retrained, forget, original, seed=seed)
             m.update(relearn_steps_retrained=rr.steps, relearn_retrained_capped=rr.capped,
                      relearn_ain=anamnesis_index(ru, rr))
+    return m
 
-    # output-space distances on D_f
-    m["js_to_retrained"] = mean_js(unlearned, retrained, forget) if retrained is not None else None
-    m["activation_distance"] = activation_distance(unlearned, retrained, forget) if retrained is not None else None
+
+def _output_distances(models: dict, forget: ArrayData, seed: int) -> dict:
+    """Output-space distances on D_f: JS and activation distance to the retrained model, ZRF."""
+    unlearned, retrained = models[""], models["_retrained"]
+    m = {"js_to_retrained": mean_js(unlearned, retrained, forget) if retrained is not None else None,
+         "activation_distance": activation_distance(unlearned, retrained, forget) if retrained is not None else None}
     rand = random_init_like(unlearned, seed)
     for suffix, model in models.items():
         m["zrf" + suffix] = zrf_score(model, forget, reference=rand) if model is not None else None
-    del rand
+    return m
 
-    # weight space
-    d_orig = layer_distances(unlearned, original)
-    d_retr = layer_distances(unlearned, retrained) if retrained is not None else None
-    m["weight_distance"] = total_distance(d_orig)
-    m["weight_distance_to_retrained"] = total_distance(d_retr) if d_retr is not None else None
-    m["weight_distance_retrained_to_original"] = (total_distance(layer_distances(retrained, original))
-                                                  if retrained is not None else None)
 
-    # where D_f's predictions go
+def _prediction_metrics(m: dict, unlearned, retrained, forget: ArrayData, data: DataBundle,
+                        request: ForgetRequest) -> dict:
+    """Where D_f's predictions go (into ``m``); returns the distributions for the figure."""
     dists = {}
     for suffix, model in (("", unlearned), ("_retrained", retrained)):
         if model is None:
@@ -207,27 +259,15 @@ def _evaluate(original, unlearned, data, request, retrained, unlearn_record, ret
         m.update({"pred_counts" + suffix: d.counts, "pred_entropy_retained" + suffix: d.entropy_retained,
                   "pred_max_share_retained" + suffix: d.max_share_retained,
                   "pred_forgotten_share" + suffix: d.forgotten_share})
+    return dists
 
-    # backdoor verification (only for data made with plant_backdoor)
-    bd = backdoor_info(data)
-    if bd is not None:
-        for suffix, model in models.items():
-            m["backdoor_asr" + suffix] = (backdoor_asr(model, data.test, bd["target"], bd["patch"])
-                                          if model is not None else None)
 
-    m.update(cost_metrics(unlearn_record, retrain_record))
-    m = {k: _clean(v) for k, v in m.items()}
-
-    if out is not None:
-        out = Path(out)
-        written = []
-        if figures:
-            written.append(plot_layer_distances(d_orig, d_retr, out / FIGURES["weights"]).name)
-            written.append(plot_prediction_distribution(dists[""], data.classes, out / FIGURES["predictions"],
-                                                        request.classes, dists.get("_retrained")).name)
-            if data.kind == "image" and getattr(unlearned, "cam_layer", None):
-                written.append(plot_gradcam_grid(original, unlearned, forget, retain, out / FIGURES["gradcam"],
-                                                 seed=seed, class_names=data.classes).name)
-        m["figures"] = written
-        write_json(out / METRICS_FILE, m)
-    return m
+def _figures(out: Path, original, unlearned, parts: _Parts, data: DataBundle, request: ForgetRequest, d_orig,
+             d_retr, dists: dict, seed: int) -> list[str]:
+    written = [plot_layer_distances(d_orig, d_retr, out / FIGURES["weights"]).name,
+               plot_prediction_distribution(dists[""], data.classes, out / FIGURES["predictions"],
+                                            request.classes, dists.get("_retrained")).name]
+    if data.kind == "image" and getattr(unlearned, "cam_layer", None):
+        written.append(plot_gradcam_grid(original, unlearned, parts.forget, parts.retain, out / FIGURES["gradcam"],
+                                         seed=seed, class_names=data.classes).name)
+    return written

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.dataset import ArrayData, to_float
+from ..data.pipeline import predict
 from ..errors import ObliviateError
 from .plots import save_figure
 
@@ -115,6 +116,4 @@ def plot_gradcam_grid(original: torch.nn.Module, unlearned: torch.nn.Module, for
 
 
 def _predict(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    from ..data.pipeline import predict
-
     return predict(model, x).argmax(1).cpu()

@@ -86,8 +86,9 @@ def mia_svc_efficacy(model: torch.nn.Module, retain: ArrayData, unseen: ArrayDat
     ``SVC(C=3, gamma="auto", kernel="rbf")`` is fit on the true-class confidence of a retain sample as
     large as the unseen set (label 1; SalUn takes the first ``len(test)`` retain samples, obliviate a
     seeded random draw) and the unseen set (label 0); when the retain set is the smaller one, the
-    unseen side is cut to its size instead (an unweighted SVC on unbalanced sides predicts the majority). Higher = more of D_f looks unseen; the original
-    model scores low, the retrained one near the unseen data's non-member rate.
+    unseen side is cut to its size instead (an unweighted SVC on unbalanced sides predicts the majority).
+    Higher = more of D_f looks unseen; the original model scores low, the retrained one near the unseen data's
+    non-member rate.
     """
     from sklearn.svm import SVC
 
@@ -124,7 +125,8 @@ MIA_ATTACKS = ("mia_loss_lr", "mia_entropy", "mia_svc_efficacy", "mia_loss_thres
 
 
 def all_attacks(model: torch.nn.Module, forget: ArrayData, retain: ArrayData, unseen_same_classes: ArrayData | None,
-                unseen_retained: ArrayData | None, *, max_per_side: int = MAX_PER_SIDE, seed: int = 0) -> dict[str, float]:
+                unseen_retained: ArrayData | None, *, max_per_side: int = MAX_PER_SIDE,
+                seed: int = 0) -> dict[str, float]:
     """Run the four attacks with obliviate's choice of non-member sets (see each function)."""
     return {
         "mia_loss_lr": mia_loss_lr(model, forget, unseen_same_classes, max_per_side=max_per_side, seed=seed),

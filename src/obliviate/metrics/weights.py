@@ -28,7 +28,8 @@ def layer_distances(model_a: torch.nn.Module, model_b: torch.nn.Module) -> dict[
     for name, a in pa.items():
         b = pb[name]
         if a.shape != b.shape:
-            raise ObliviateError(f"models differ in architecture: {name} has shape {tuple(a.shape)} vs {tuple(b.shape)}")
+            raise ObliviateError(f"models differ in architecture: {name} has shape {tuple(a.shape)} "
+                                 f"vs {tuple(b.shape)}")
         out[name] = (a.detach().double().cpu() - b.detach().double().cpu()).norm().item()
     return out
 

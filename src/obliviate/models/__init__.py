@@ -1,5 +1,6 @@
 """Models: a registry of classifiers sized from the data set."""
 from . import zoo  # noqa: F401  (registers the architectures)
-from .base import MODELS, Classifier, ModelSpec, build_model, count_parameters, model_for, register_model
+from .base import MODELS, Classifier, ModelInfo, ModelSpec, build_model, count_parameters, model_for, register_model
 
-__all__ = ["MODELS", "Classifier", "ModelSpec", "build_model", "count_parameters", "model_for", "register_model"]
+__all__ = ["MODELS", "Classifier", "ModelInfo", "ModelSpec", "build_model", "count_parameters", "model_for",
+           "register_model"]

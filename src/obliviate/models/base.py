@@ -73,12 +73,27 @@ class Classifier(nn.Module):
 
 
 Builder = Callable[[ModelSpec], Classifier]
-MODELS: dict[str, tuple[Builder, str]] = {}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A registered architecture: its builder and the one line ``obliviate models`` shows."""
+
+    name: str
+    build: Builder
+    summary: str
+
+
+MODELS: dict[str, ModelInfo] = {}
 
 
 def register_model(name: str, summary: str) -> Callable[[Builder], Builder]:
+    """Decorator: register ``fn`` as architecture ``name``; a second architecture of one name is refused
+    (it would silently replace the first, and runs recorded under that name would rebuild the wrong model)."""
     def deco(fn: Builder) -> Builder:
-        MODELS[name] = (fn, summary)
+        if name in MODELS and MODELS[name].build is not fn:
+            raise ObliviateError(f"model name {name!r} is already registered (by {MODELS[name].build.__qualname__})")
+        MODELS[name] = ModelInfo(name, fn, summary)
         return fn
 
     return deco
@@ -100,7 +115,7 @@ def build_model(spec: ModelSpec | str, *, input_shape=None, num_classes=None, me
         raise ObliviateError(f"model {spec.name!r} needs image data; use 'mlp' for tabular data")
     if not tabular and spec.name == "mlp" and spec.options.get("flatten") is False:
         raise ObliviateError("mlp on images needs flatten")
-    return MODELS[spec.name][0](spec)
+    return MODELS[spec.name].build(spec)
 
 
 def model_for(name: str, bundle, **options) -> Classifier:

@@ -9,8 +9,10 @@ This module owns the snapshot layout (``snapshots/step_*.pt``, ``block_*.pt``, `
 """
 from __future__ import annotations
 
+import copy
 import json
 import pickle
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ..io import check_writable_dir, torch_save, write_json
+from ..io import check_writable_dir, torch_save, write_json, write_npy
 from ..models import Classifier, ModelSpec, build_model
 
 MODEL_FILE, RUN_FILE, SNAP_DIR, BLOCKS_FILE = "model.pt", "run.json", "snapshots", "blocks.npy"
@@ -114,7 +116,8 @@ def open_run(path: str | Path) -> RunDir:
         raise CheckpointError(f"checkpoint directory {path} does not exist")
     run_file = path / RUN_FILE
     if not run_file.exists():
-        hint = " (it holds snapshots of an unfinished run: re-run train to resume)" if (path / SNAP_DIR).exists() else ""
+        unfinished = (path / SNAP_DIR).exists()
+        hint = " (it holds snapshots of an unfinished run: re-run train to resume)" if unfinished else ""
         raise CheckpointError(f"{path} is not a finished run: no {RUN_FILE}{hint}")
     try:
         record = json.loads(run_file.read_text())
@@ -180,22 +183,88 @@ def clear_snapshots(snap_dir: Path) -> None:
             p.unlink(missing_ok=True)
 
 
-def latest_snapshot(snap_dir: Path, kind: str, key: str, discard: bool = False) -> dict | None:
-    """The newest snapshot of ``kind`` for run ``key``, or None to start from scratch.
+def _restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if torch.cuda.is_available() and state.get("cuda") is not None:
+        torch.cuda.set_rng_state_all(state["cuda"])
 
-    Snapshots of another config, or unreadable ones, stop the run (they may be someone's work) unless
-    ``discard`` (``--force``): then they are deleted and training starts over.
-    """
-    snaps = sorted(snap_dir.glob(f"{kind}_*.pt"))
-    if not snaps:
-        return None
-    try:
-        return load_snapshot(snaps[-1], key)
-    except CheckpointError as exc:
-        if not discard:
-            raise CheckpointError(f"{exc}; or pass --force to delete those snapshots and start over") from None
-    clear_snapshots(snap_dir)
-    return None
+
+def _rng_state() -> dict:
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+@dataclass
+class TrainingSnapshots:
+    """Where a training run's snapshots go, and what earlier segments of a resumed run did (their steps and
+    seconds count too). ``snap_dir`` None: no snapshots (nothing is written or resumed)."""
+
+    snap_dir: Path | None
+    key: str  # the run's config hash: a snapshot of another run is never resumed
+    discard: bool  # --force: delete unusable snapshots instead of stopping
+    t0: float
+    prior_seconds: float = 0.0
+    fresh: Path | None = None  # the run folder this call created: removed if training diverges
+
+    def seconds(self) -> float:
+        return self.prior_seconds + time.perf_counter() - self.t0
+
+    def resume(self, kind: str, model, optimizer, sched=None) -> dict | None:
+        """Load the newest snapshot of ``kind`` into model/optimiser(/schedule) and restore the RNG.
+
+        One rule for every way a snapshot can be unusable (unreadable, of another run, of another
+        shape): it stops the run (it may be someone's work) unless ``discard`` (``--force``), which
+        deletes the snapshots and starts over from the untouched initial state. Returns None then.
+        """
+        snaps = sorted(self.snap_dir.glob(f"{kind}_*.pt")) if self.snap_dir is not None else []
+        if not snaps:
+            return None
+        parts = [p for p in (model, optimizer, sched) if p is not None]
+        initial = [copy.deepcopy(p.state_dict()) for p in parts]
+        try:
+            blob = load_snapshot(snaps[-1], self.key)
+            try:
+                model.load_state_dict(blob["model"])
+                optimizer.load_state_dict(blob["optimizer"])
+                if sched is not None:
+                    sched.load_state_dict(blob["scheduler"])
+                _restore_rng(blob["rng"])
+            except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+                raise CheckpointError(f"snapshot in {self.snap_dir} does not fit this run: {type(exc).__name__}: "
+                                      f"{first_line(exc)}") from None
+        except CheckpointError as exc:
+            if not self.discard:
+                raise CheckpointError(f"{exc}; or pass --force to delete those snapshots and start over") from None
+            for part, state in zip(parts, initial):  # a half-applied snapshot must not leak into the new start
+                part.load_state_dict(state)
+            clear_snapshots(self.snap_dir)
+            return None
+        self.prior_seconds = float(blob.get("seconds", 0.0))
+        return blob
+
+    def save(self, kind: str, n: int, model, optimizer, sched=None, steps: int | None = None) -> None:
+        blob = {"key": self.key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "rng": _rng_state(), "seconds": self.seconds()}
+        if sched is not None:
+            blob["scheduler"] = sched.state_dict()
+        if steps is not None:
+            blob["steps"] = steps
+        save_snapshot(self.snap_dir, kind, n, blob)
+
+    def save_block_assignment(self, ids: np.ndarray, blocks: np.ndarray) -> None:
+        write_npy(self.snap_dir / BLOCKS_FILE, np.stack([ids, blocks], 1))
+
+    def save_step_ids(self, step: int, ids: list[np.ndarray]) -> None:
+        """The sample ids of each step since the last snapshot (-1 pads a short last batch)."""
+        write_npy(self.snap_dir / f"ids_{step:08d}.npy", np.stack(ids))
+
+    def step_files(self) -> list[str]:
+        return sorted(p.name for p in self.snap_dir.glob("step_*.pt")) if self.snap_dir else []
+
+
+def block_files(blocks: int) -> dict:
+    """The record's pointers to a block-incremental run's snapshots (relative to the run folder)."""
+    return {"files": [f"{SNAP_DIR}/{snapshot_file(Path(), 'block', j)}" for j in range(blocks + 1)],
+            "assignment": f"{SNAP_DIR}/{BLOCKS_FILE}"}
 
 
 def load_block_snapshot(run_path: str | Path, j: int) -> dict:
@@ -220,3 +289,32 @@ def load_block_assignment(run_path: str | Path) -> tuple[np.ndarray, np.ndarray]
         raise CheckpointError(f"corrupt {p}: expected an (n, 2) integer array of (id, block), "
                               f"got {arr.dtype} {arr.shape}")
     return arr[:, 0], arr[:, 1]
+
+
+@dataclass
+class Snapshots:
+    """A finished run's snapshots as a method reads them: its recorded recipe, the block of every sample
+    id, and θ_j. Methods get this object, not the folder, so the file layout stays in this module."""
+
+    path: Path  # the run directory (named in errors)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def config(self) -> dict | None:
+        """The run's recorded ``TrainConfig`` as a dict; None when the run has no readable record of it."""
+        try:
+            return open_run(self.path).record.get("config") or None
+        except CheckpointError:
+            return None
+
+    def has_blocks(self) -> bool:
+        return (self.path / SNAP_DIR / BLOCKS_FILE).exists()
+
+    def block_assignment(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, block) arrays; CheckpointError when the run was not block-trained."""
+        return load_block_assignment(self.path)
+
+    def block(self, j: int) -> dict:
+        """θ_j and its optimiser state (j = 0 is the initialisation)."""
+        return load_block_snapshot(self.path, j)

@@ -24,15 +24,22 @@ from ..data.dataset import ArrayData, DataBundle
 from ..data.pipeline import AUGMENTS, BatchStream
 from ..data.splits import default_augment
 from ..env import now_iso, pick_device, seed_everything, sync, versions
-from ..errors import CheckpointError, ObliviateError
+from ..errors import ObliviateError
 from ..finite import require_finite
-from ..io import config_hash, write_npy
-from ..metrics.accuracy import accuracy
+from ..io import config_hash
 from ..models import MODELS, Classifier, model_for
 from ..params import OPTIMIZERS, SCHEDULES, check_fields, param
-from .checkpoint import (BLOCKS_FILE, SNAP_DIR, RunDir, check_output_dir, finish_run, first_line,
-                         latest_snapshot, save_snapshot, snapshot_file)
-from .checkpoint import load_block_assignment, load_block_snapshot  # noqa: F401  (methods import them here)
+from .accuracy import accuracy
+from .checkpoint import (  # noqa: F401  (methods import the run-folder readers from here)
+    SNAP_DIR,
+    RunDir,
+    TrainingSnapshots,
+    block_files,
+    check_output_dir,
+    finish_run,
+    load_block_assignment,
+    load_block_snapshot,
+)
 from .loop import OptimConfig, cross_entropy, make_optimizer, make_scheduler, run_epochs
 
 
@@ -119,16 +126,6 @@ def _augment(cfg: TrainConfig, bundle: DataBundle) -> str:
     return cfg.augment if cfg.augment is not None else default_augment(bundle.name)
 
 
-def _restore_rng(state: dict) -> None:
-    torch.set_rng_state(state["cpu"])
-    if torch.cuda.is_available() and state.get("cuda") is not None:
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _rng_state() -> dict:
-    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
 def train_block(model: Classifier, optimizer: torch.optim.Optimizer, data: ArrayData, cfg: TrainConfig,
                 block: int, augment: str, description: str | None = None) -> int:
     """Train one block of block-incremental training (also what DeepObliviate re-runs on D_j minus S).
@@ -144,49 +141,6 @@ def train_block(model: Classifier, optimizer: torch.optim.Optimizer, data: Array
     sched = make_scheduler(optimizer, cfg.optim(), cfg.epochs_per_block * len(stream))
     return run_epochs(model, stream, cross_entropy(cfg.label_smoothing), optimizer, sched,
                       epochs=cfg.epochs_per_block, description=description or f"block {block + 1}", amp=cfg.amp)
-
-
-@dataclass
-class _Progress:
-    """Where snapshots go and what earlier segments of a resumed run did (their steps and seconds count too)."""
-
-    snap_dir: Path | None
-    key: str
-    discard: bool  # --force: delete unusable snapshots instead of stopping
-    t0: float
-    prior_seconds: float = 0.0
-    fresh: Path | None = None  # the run folder this call created: removed if training diverges
-
-    def seconds(self) -> float:
-        return self.prior_seconds + time.perf_counter() - self.t0
-
-    def resume(self, kind: str, model, optimizer, sched=None) -> dict | None:
-        """Load the newest snapshot of ``kind`` into model/optimiser(/schedule) and restore the RNG."""
-        if self.snap_dir is None:
-            return None
-        blob = latest_snapshot(self.snap_dir, kind, self.key, discard=self.discard)
-        if blob is None:
-            return None
-        try:
-            model.load_state_dict(blob["model"])
-            optimizer.load_state_dict(blob["optimizer"])
-            if sched is not None:
-                sched.load_state_dict(blob["scheduler"])
-            _restore_rng(blob["rng"])
-            self.prior_seconds = float(blob.get("seconds", 0.0))
-        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"snapshot in {self.snap_dir} does not fit this run: {type(exc).__name__}: "
-                                  f"{first_line(exc)}") from None
-        return blob
-
-    def save(self, kind: str, n: int, model, optimizer, sched=None, steps: int | None = None) -> None:
-        blob = {"key": self.key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "rng": _rng_state(), "seconds": self.seconds()}
-        if sched is not None:
-            blob["scheduler"] = sched.state_dict()
-        if steps is not None:
-            blob["steps"] = steps
-        save_snapshot(self.snap_dir, kind, n, blob)
 
 
 def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | None = None, *,
@@ -218,8 +172,8 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
     seed_everything(cfg.seed)
     model = prepare_model(model_for(cfg.model, bundle, **cfg.model_options), cfg, device)
     started = now_iso()
-    progress = _Progress(out_path / SNAP_DIR if out_path is not None else None, key, overwrite, time.perf_counter(),
-                         fresh=fresh)
+    progress = TrainingSnapshots(out_path / SNAP_DIR if out_path is not None else None, key, overwrite,
+                                 time.perf_counter(), fresh=fresh)
     train_dev = train_data.to(device)
     optimizer = make_optimizer(model.parameters(), cfg.optim())
     if cfg.blocks:
@@ -249,7 +203,7 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
 
 
 def _train_blocks(model, optimizer, train_dev: ArrayData, blocks: np.ndarray, cfg: TrainConfig, augment: str,
-                  progress: _Progress, kind: str, max_steps: int | None) -> tuple[int, dict]:
+                  progress: TrainingSnapshots, kind: str, max_steps: int | None) -> tuple[int, dict]:
     """Block-incremental training with a snapshot after every block; returns (total steps, snapshot info)."""
     snap_dir, device = progress.snap_dir, train_dev.device
     start_block, step = 0, 0
@@ -257,7 +211,7 @@ def _train_blocks(model, optimizer, train_dev: ArrayData, blocks: np.ndarray, cf
     if blob is not None:
         start_block, step = min(int(blob["block"]), cfg.blocks), int(blob.get("steps", 0))
     if snap_dir is not None and start_block == 0:
-        write_npy(snap_dir / BLOCKS_FILE, np.stack([train_dev.ids.cpu().numpy(), blocks], 1))
+        progress.save_block_assignment(train_dev.ids.cpu().numpy(), blocks)
         progress.save("block", 0, model, optimizer, steps=0)
     for j in range(start_block, cfg.blocks):
         block_data = train_dev.subset(torch.as_tensor(np.flatnonzero(blocks == j), device=device))
@@ -269,8 +223,7 @@ def _train_blocks(model, optimizer, train_dev: ArrayData, blocks: np.ndarray, cf
         if max_steps is not None and step >= max_steps:
             return step, {"interrupted_at_block": j + 1}
     return step, {"mode": "blocks", "blocks": cfg.blocks, "epochs_per_block": cfg.epochs_per_block,
-                  "files": [f"{SNAP_DIR}/{snapshot_file(Path(), 'block', j)}" for j in range(cfg.blocks + 1)],
-                  "assignment": f"{SNAP_DIR}/{BLOCKS_FILE}"}
+                  **block_files(cfg.blocks)}
 
 
 def _check_diverged(model: Classifier, cfg: TrainConfig, remove: Path | None) -> None:
@@ -285,7 +238,7 @@ def _check_diverged(model: Classifier, cfg: TrainConfig, remove: Path | None) ->
         raise
 
 
-def _train_steps(model, optimizer, train_dev: ArrayData, cfg: TrainConfig, augment: str, progress: _Progress,
+def _train_steps(model, optimizer, train_dev: ArrayData, cfg: TrainConfig, augment: str, progress: TrainingSnapshots,
                  kind: str, max_steps: int | None) -> tuple[int, dict]:
     """Plain training, with a snapshot (and the ids of the steps since the last one) every K steps."""
     snap_dir, device = progress.snap_dir if cfg.snapshot_every else None, train_dev.device
@@ -304,7 +257,7 @@ def _train_steps(model, optimizer, train_dev: ArrayData, cfg: TrainConfig, augme
         ids[: len(batch.ids)] = batch.ids.cpu().numpy()
         pending.append(ids)
         if s % cfg.snapshot_every == 0 or s == total:
-            write_npy(snap_dir / f"ids_{s:08d}.npy", np.stack(pending))  # ids of steps since last snapshot
+            progress.save_step_ids(s, pending)
             pending.clear()
             progress.save("step", s, model, optimizer, sched)
 
@@ -316,4 +269,4 @@ def _train_steps(model, optimizer, train_dev: ArrayData, cfg: TrainConfig, augme
     if not cfg.snapshot_every:
         return step, {"mode": "none"}
     return step, {"mode": "steps", "every": cfg.snapshot_every, "steps": total,
-                  "files": sorted(p.name for p in snap_dir.glob("step_*.pt")) if snap_dir else []}
+                  "files": progress.step_files() if snap_dir else []}
