@@ -23,12 +23,13 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import CheckpointError, ObliviateError
-from ..training.checkpoint import open_run
+from ..training.checkpoint import BLOCKS_FILE, SNAP_DIR, open_run
 from ..training.loop import make_optimizer
 from ..training.trainer import TrainConfig, load_block_assignment, load_block_snapshot, train_block
 from ..params import param
@@ -180,6 +181,8 @@ class _Snapshots:
         try:
             ids, blocks = load_block_assignment(run_path)
         except CheckpointError as exc:
+            if (Path(run_path) / SNAP_DIR / BLOCKS_FILE).exists():
+                raise  # there but unreadable: say it is corrupt, not that it is missing
             raise ObliviateError(
                 f"deepobliviate needs a block-incrementally trained run, and {run_path} has no block snapshots: "
                 "retrain it with `obliviate train ... --blocks B --epochs-per-block E` (plain training, even with "
@@ -188,6 +191,12 @@ class _Snapshots:
         cfg = _config(ctx, run_path)
         order = np.argsort(ids)
         n_blocks = int(cfg.blocks) if cfg.blocks else int(blocks.max()) + 1
+        where = Path(run_path) / SNAP_DIR / BLOCKS_FILE
+        if len(blocks) and (blocks.min() < 0 or blocks.max() >= n_blocks):
+            raise CheckpointError(f"corrupt {where}: block numbers {int(blocks.min())}..{int(blocks.max())}, "
+                                  f"the run has blocks 0..{n_blocks - 1}")
+        if len(ids) and (np.diff(ids[order]) == 0).any():
+            raise CheckpointError(f"corrupt {where}: sample ids repeat (each id belongs to one block)")
         return cls(run_path, cfg, n_blocks, ids[order], blocks[order])
 
     def block_of(self, query: np.ndarray) -> np.ndarray:
