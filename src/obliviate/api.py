@@ -10,7 +10,6 @@ from .certificate import CERT_FILE, build_certificate, measure_evidence, write_c
 from .data import DataBundle, DataSpec, ForgetRequest, load_data
 from .env import now_iso, pick_device, versions
 from .errors import CheckpointError
-from .finite import require_finite
 from .methods import get_method, resolve_params, unlearn
 from .lineage import Lineage, lineage_record, read_lineage
 from .methods.base import FORGOTTEN_ATTR
@@ -84,7 +83,6 @@ def forget(checkpoint: str | Path | Checkpoint, request: ForgetRequest, method: 
     model, record = unlearn(ck.model, ck.data, request, method, params=params, device=device, seed=seed,
                             train_config=ck.train_config, run_path=ck.lineage.root,
                             forgotten=ck.lineage.forgotten, root_model=_root_model(ck, device))
-    require_finite(model, "the unlearned model", _diverged_hint(method, record["params"]))
     if out_path is not None:
         (out_path / CERT_FILE).unlink(missing_ok=True)  # a stale certificate must never outlive its run
     lineage = lineage_record(ck.path, ck.lineage, getattr(model, FORGOTTEN_ATTR), request, method, out_path)
@@ -98,10 +96,3 @@ def forget(checkpoint: str | Path | Checkpoint, request: ForgetRequest, method: 
         cert = build_certificate(out_path, record, ck.path, ck.run.record, evidence, (params or {}).get("preset"))
         record["certificate"] = str(write_certificate(out_path, cert))
     return model, record
-
-
-def _diverged_hint(method: str, params: dict) -> str:
-    lrs = {k: v for k, v in params.items() if (k == "lr" or k.endswith("_lr")) and isinstance(v, (int, float))}
-    now = ", ".join(f"{k}={v:g}" for k, v in lrs.items())
-    return (f"{method} diverged; lower its learning rate (--param {next(iter(lrs), 'lr')}=...{', now ' + now if now else ''})"
-            " and re-run; nothing was saved")
