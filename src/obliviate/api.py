@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from .backdoor_runs import replant
 from .certificate import CERT_FILE, build_certificate, measure_evidence, write_certificate
 from .data import DataBundle, DataSpec, ForgetRequest, load_data
 from .env import now_iso, pick_device, versions
@@ -45,7 +46,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None,
             spec = DataSpec.from_dict(recorded["spec"])
         except (TypeError, AttributeError, KeyError, ValueError) as exc:
             raise CheckpointError(f"{run.path}/run.json: unreadable data spec ({type(exc).__name__}: {exc})") from None
-        data = load_data(spec)
+        data = replant(load_data(spec), recorded["spec"], run.path / "run.json")  # a backdoor run's poison
     if data.source_hash != rec["data"]["source_hash"]:
         raise CheckpointError(f"data set {data.name!r} differs from the one {run.path} was trained on "
                               f"(source hash {data.source_hash[:12]} vs {rec['data']['source_hash'][:12]})")
