@@ -80,7 +80,7 @@ def train_command(
     console.print(f"[green]trained[/] {model} on {dataset} → {out}")
     console.print(_accuracy_line(result.record))
     if plant_backdoor is not None:
-        console.print(_backdoor_line(result.record["backdoor"], out), highlight=False)
+        console.print(_backdoor_line(result.record["backdoor"], out), highlight=False, soft_wrap=True)
 
 
 def check_backdoor_options(n: int | None, target: int | None, block: int | None) -> None:
