@@ -31,6 +31,27 @@ def test_diverging_unlearning_is_an_error_not_a_saved_run(digits_run, tmp_path):
     assert not out.exists()
 
 
+def test_library_unlearn_refuses_a_diverged_result(digits, digits_model, monkeypatch):
+    """``obliviate.unlearn`` (no run folder, no CLI) must not hand back a NaN model as an unlearned one."""
+    from obliviate import unlearn
+    from obliviate.methods.finetune import FineTune
+
+    request = ForgetRequest.for_classes(3)
+    with pytest.raises(ObliviateError, match=r"^the unlearned model has NaN weights .*finetune diverged; "
+                                             r"lower its learning rate \(--param lr=\.\.\., now lr=1e\+30\)"):
+        unlearn(digits_model, digits, request, "finetune", params={"lr": 1e30, "epochs": 0.5})
+
+    def poisoned_run(self, ctx, p):  # a method bug: finite inputs, one NaN weight out
+        with torch.no_grad():
+            ctx.model.head.bias[0] = float("nan")
+        return ctx.model
+
+    monkeypatch.setattr(FineTune, "run", poisoned_run)
+    with pytest.raises(ObliviateError, match=r"NaN weights \(1 of [\d,]+ values NaN or infinite, first in head.bias\)"):
+        unlearn(digits_model, digits, request, "finetune")
+    assert torch.isfinite(digits_model.head.bias).all()  # the input model is untouched
+
+
 def test_evaluate_refuses_nan_weights_and_overflowing_outputs(digits, digits_model):
     request = ForgetRequest.for_classes(3)
     nan = copy.deepcopy(digits_model)

@@ -19,7 +19,7 @@ LAYERS = {
     **dict.fromkeys(("data", "models"), 1),
     **dict.fromkeys(("training", "lineage"), 2),
     **dict.fromkeys(("methods", "metrics"), 3),
-    **dict.fromkeys(("harness", "api", "certificate"), 4),
+    **dict.fromkeys(("harness", "api", "certificate", "backdoor_runs"), 4),
     "cli": 5,
     "__init__": 6,  # the package's public face re-exports from every layer
 }

@@ -429,6 +429,30 @@ def test_deepobliviate_refuses_a_plain_run(digits, digits_run):
                 run_path=digits_run.run.path)
 
 
+@pytest.mark.parametrize("damage", ["bytes", "blocks-out-of-range", "repeated-ids", "snapshot"])
+def test_deepobliviate_says_a_damaged_block_index_is_corrupt(digits, digits_blocks_run, tmp_path, damage):
+    """A broken blocks.npy (or block snapshot) is corrupt, not "no block snapshots" (which sends the user
+    off to retrain a run that is in fact block-incremental)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_blocks_run.run.path, run)
+    index = run / "snapshots" / "blocks.npy"
+    ids, blocks = load_block_assignment(run)
+    if damage == "bytes":
+        index.write_bytes(b"\x93NUMPY garbage" + bytes(range(40)))
+    elif damage == "blocks-out-of-range":
+        np.save(index, np.stack([ids, blocks + 8], 1))
+    elif damage == "repeated-ids":
+        np.save(index, np.stack([np.r_[ids[:-1], ids[0]], blocks], 1))
+    else:
+        (run / "snapshots" / "block_002.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ObliviateError, match="corrupt") as info:
+        unlearn(digits_blocks_run.model, digits, ForgetRequest.for_ids(_block_ids(digits_blocks_run, 2, 3)),
+                method="deepobliviate", params={"epsilon": 0.0}, run_path=run)
+    assert "no block snapshots" not in str(info.value) and "\n" not in str(info.value)
+
+
 def test_deepobliviate_needs_the_run_directory(digits, digits_blocks_run):
     with pytest.raises(ObliviateError, match="snapshots"):
         unlearn(digits_blocks_run.model, digits, ForgetRequest.for_ids([0]), method="deepobliviate")

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
+from .backdoor_runs import replant
 from .certificate import CERT_FILE, build_certificate, measure_evidence, write_certificate
 from .data import DataBundle, DataSpec, ForgetRequest, load_data
 from .env import now_iso, pick_device, versions
 from .errors import CheckpointError
-from .finite import require_finite
 from .lineage import Lineage, lineage_record, read_lineage
 from .methods import get_method, resolve_params, unlearn
 from .methods.base import FORGOTTEN_ATTR
@@ -46,7 +46,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None,
             spec = DataSpec.from_dict(recorded["spec"])
         except (TypeError, AttributeError, KeyError, ValueError) as exc:
             raise CheckpointError(f"{run.path}/run.json: unreadable data spec ({type(exc).__name__}: {exc})") from None
-        data = load_data(spec)
+        data = replant(load_data(spec), recorded["spec"], run.path / "run.json")  # a backdoor run's poison
     if data.source_hash != rec["data"]["source_hash"]:
         raise CheckpointError(f"data set {data.name!r} differs from the one {run.path} was trained on "
                               f"(source hash {data.source_hash[:12]} vs {rec['data']['source_hash'][:12]})")
@@ -84,7 +84,6 @@ def forget(checkpoint: str | Path | Checkpoint, request: ForgetRequest, method: 
     model, record = unlearn(ck.model, ck.data, request, method, params=params, device=device, seed=seed,
                             train_config=ck.train_config, run_path=ck.lineage.root,
                             forgotten=ck.lineage.forgotten, root_model=_root_model(ck, device))
-    require_finite(model, "the unlearned model", _diverged_hint(method, record["params"]))
     if out_path is not None:
         (out_path / CERT_FILE).unlink(missing_ok=True)  # a stale certificate must never outlive its run
     lineage = lineage_record(ck.path, ck.lineage, getattr(model, FORGOTTEN_ATTR), request, method, out_path)
@@ -98,11 +97,3 @@ def forget(checkpoint: str | Path | Checkpoint, request: ForgetRequest, method: 
         cert = build_certificate(out_path, record, ck.path, ck.run.record, evidence, (params or {}).get("preset"))
         record["certificate"] = str(write_certificate(out_path, cert))
     return model, record
-
-
-def _diverged_hint(method: str, params: dict) -> str:
-    lrs = {k: v for k, v in params.items() if (k == "lr" or k.endswith("_lr")) and isinstance(v, (int, float))}
-    now = ", ".join(f"{k}={v:g}" for k, v in lrs.items())
-    return (f"{method} diverged; lower its learning rate "
-            f"(--param {next(iter(lrs), 'lr')}=...{', now ' + now if now else ''})"
-            " and re-run; nothing was saved")

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .backdoor_runs import replant
 from .data import DataBundle, ForgetRequest, Forgotten, load_data
 from .data.splits import DataSpec
 from .env import pick_device
@@ -221,7 +222,7 @@ def verify(path: str | Path, evidence: bool = False, device: str | None = None) 
 
 
 def _verify_evidence(res: VerifyResult, run: Path, cert: dict, device: str | None) -> None:
-    data = load_data(DataSpec.from_dict(cert["data"]["spec"]))
+    data = replant(load_data(DataSpec.from_dict(cert["data"]["spec"])), cert["data"]["spec"], run / CERT_FILE)
     if data.source_hash != cert["data"]["source_hash"]:
         res.fail(f"{run}: data set {data.name!r} has source hash {data.source_hash[:12]}, "
                  f"the certificate names {str(cert['data']['source_hash'])[:12]}")

@@ -71,6 +71,14 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _asr_line(m: dict) -> str:
+    """Backdoor verification in one line: after deleting the poison, ASR should fall to the retrained level."""
+    line = (f"backdoor attack success (triggered test inputs classified as the target): original "
+            f"{_fmt(m.get('backdoor_asr_original'))} → unlearned {_fmt(m['backdoor_asr'])}")
+    retrained = m.get("backdoor_asr_retrained")
+    return line + (f" (retrained {_fmt(retrained)})" if retrained is not None else "")
+
+
 @app.command("evaluate")
 @cli_command
 def evaluate_command(
@@ -120,6 +128,8 @@ def evaluate_command(
             continue
         table.add_row(key, _fmt(value))
     console.print(table)
+    if metrics.get("backdoor_asr") is not None:
+        console.print(_asr_line(metrics), highlight=False)
     if earlier:
         console.print(f"still forgotten (forget accuracy on each earlier request of {unlearned}'s lineage):",
                       highlight=False)

@@ -8,9 +8,11 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from ..backdoor_runs import IDS_FILE, plan_backdoor, poisoned
 from ..data import DataSpec, load_data
 from ..data.sources import SOURCES
 from ..data.splits import resolve_root
+from ..errors import ObliviateError
 from ..models import MODELS
 from ..training import TrainConfig, check_output_dir, train
 from .app import app, cli_command, console
@@ -55,6 +57,12 @@ def train_command(
     compile: bool = typer.Option(_CFG.compile, "--compile", help="torch.compile the model (CUDA)"),
     force: bool = typer.Option(False, "--force", help="overwrite a finished run in --out and delete "
                                                       "snapshots there of another config"),
+    plant_backdoor: Optional[int] = typer.Option(None, "--plant-backdoor", help="backdoor verification: poison N "
+                                                 "training samples with a corner trigger "
+                                                 "(ids → <out>/backdoor_ids.txt)"),
+    backdoor_target: Optional[int] = typer.Option(None, "--backdoor-target", help="class the trigger teaches"),
+    backdoor_block: Optional[int] = typer.Option(None, "--backdoor-block", help="with --blocks: block 1..B "
+                                                 "holding every poisoned sample (default: the middle one)"),
 ) -> None:
     """Train a model from scratch; a re-run into the same --out resumes from the last snapshot."""
     spec = DataSpec(dataset, resolve_root(data_root), val_fraction=val_fraction, train_per_class=train_per_class,
@@ -64,11 +72,36 @@ def train_command(
                       seed=seed, snapshot_every=snapshot_every, blocks=blocks, epochs_per_block=epochs_per_block,
                       compile=compile)
     cfg.validate()  # every option against its declared range, before loading anything
+    check_backdoor_options(plant_backdoor, backdoor_target, backdoor_block)
     check_output_dir(out, force)  # before loading data and training: a bad --out must not cost the run
     bundle = load_data(spec)
-    result = train(bundle, cfg, out, device=device, overwrite=force)
+    extra = {}
+    if plant_backdoor is not None:
+        plan = plan_backdoor(bundle, plant_backdoor, backdoor_target, seed=seed, blocks=blocks, block=backdoor_block)
+        bundle = poisoned(bundle, plan)
+        extra = {"pinned_blocks": plan.pinned_blocks(), "extra_record": {"backdoor": plan.record()},
+                 "extra_files": {IDS_FILE: plan.ids_text()}}
+    result = train(bundle, cfg, out, device=device, overwrite=force, **extra)
     console.print(f"[green]trained[/] {model} on {dataset} → {out}")
     console.print(_accuracy_line(result.record))
+    if plant_backdoor is not None:
+        console.print(_backdoor_line(result.record["backdoor"], out), highlight=False, soft_wrap=True)
+
+
+def check_backdoor_options(n: int | None, target: int | None, block: int | None) -> None:
+    """The backdoor flags go together and count from 1 (ranges that need the data: ``plan_backdoor``)."""
+    if n is None and (target is not None or block is not None):
+        raise ObliviateError("--backdoor-target and --backdoor-block need --plant-backdoor N")
+    if n is not None and target is None:
+        raise ObliviateError("--plant-backdoor needs --backdoor-target C (the class the trigger teaches)")
+    if n is not None and n < 1:
+        raise ObliviateError(f"--plant-backdoor {n}: poison at least 1 sample")
+
+
+def _backdoor_line(bd: dict, out: Path) -> str:
+    where = f" in block {bd['block']}" if bd.get("block") else ""
+    return (f"backdoor: {bd['n']} samples{where} carry the trigger and label {bd['target']}; delete them with "
+            f"`obliviate forget --checkpoint {out} --forget-ids {out / bd['ids_file']} ...`")
 
 
 @app.command("datasets")

@@ -29,6 +29,7 @@ from ..data.request import ForgetRequest, ForgetSplit, Forgotten
 from ..data.splits import default_augment
 from ..env import pick_device, seed_everything, sync
 from ..errors import AccessError, ObliviateError
+from ..finite import require_finite
 from ..models import Classifier
 from ..params import ConversionError, check_fields, convert
 from ..training.checkpoint import Snapshots
@@ -318,6 +319,7 @@ def unlearn(model: Classifier, data: DataBundle, request: ForgetRequest, method:
     sync(dev)
     seconds = time.perf_counter() - t0
     result.eval()
+    require_finite(result, "the unlearned model", diverged_hint(m.name, dataclasses.asdict(p)))
     setattr(result, FORGOTTEN_ATTR, everything)
     record = {
         "method": m.name, "params": dataclasses.asdict(p), "seconds": seconds, "seed": seed,
@@ -330,3 +332,12 @@ def unlearn(model: Classifier, data: DataBundle, request: ForgetRequest, method:
     record.update(forgotten_in_data=_forgotten_in(available, everything), forgotten_before=forgotten.describe(),
                   restarted_from_original=restart)
     return result, record
+
+
+def diverged_hint(method: str, params: dict) -> str:
+    """The fix for a diverged method, naming its learning rate(s): what a user changes first."""
+    lrs = {k: v for k, v in params.items() if (k == "lr" or k.endswith("_lr")) and isinstance(v, (int, float))}
+    now = ", ".join(f"{k}={v:g}" for k, v in lrs.items())
+    return (f"{method} diverged; lower its learning rate "
+            f"(--param {next(iter(lrs), 'lr')}=...{', now ' + now if now else ''})"
+            " and re-run; nothing was saved")

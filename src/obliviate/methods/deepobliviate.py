@@ -36,7 +36,7 @@ from ..data.pipeline import predict
 from ..errors import CheckpointError, ObliviateError
 from ..models import Classifier
 from ..params import param
-from ..training.checkpoint import Snapshots
+from ..training.checkpoint import BLOCKS_FILE, SNAP_DIR, Snapshots
 from ..training.loop import make_optimizer
 from ..training.trainer import TrainConfig, train_block
 from .base import FORGET_IDS, RETAIN, SNAPSHOTS, Method, MethodContext, register
@@ -184,6 +184,8 @@ class _Snapshots:
         try:
             ids, blocks = source.block_assignment()
         except CheckpointError as exc:
+            if source.has_blocks():
+                raise  # there but unreadable: say it is corrupt, not that it is missing
             raise ObliviateError(
                 f"deepobliviate needs a block-incrementally trained run, and {source} has no block snapshots: "
                 "retrain it with `obliviate train ... --blocks B --epochs-per-block E` (plain training, even with "
@@ -192,6 +194,12 @@ class _Snapshots:
         cfg = _config(ctx, source)
         order = np.argsort(ids)
         n_blocks = int(cfg.blocks) if cfg.blocks else int(blocks.max()) + 1
+        where = source.path / SNAP_DIR / BLOCKS_FILE
+        if len(blocks) and (blocks.min() < 0 or blocks.max() >= n_blocks):
+            raise CheckpointError(f"corrupt {where}: block numbers {int(blocks.min())}..{int(blocks.max())}, "
+                                  f"the run has blocks 0..{n_blocks - 1}")
+        if len(ids) and (np.diff(ids[order]) == 0).any():
+            raise CheckpointError(f"corrupt {where}: sample ids repeat (each id belongs to one block)")
         return cls(source, cfg, n_blocks, ids[order], blocks[order])
 
     def block_of(self, query: np.ndarray) -> np.ndarray:

@@ -18,6 +18,8 @@ CIFAR-sized sets; with fewer than ``MIN_PER_SIDE`` samples on a side the attack 
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -40,7 +42,8 @@ def mia_loss_lr(model: torch.nn.Module, forget: ArrayData, unseen: ArrayData | N
     obliviate passes the test samples *of the forgotten classes*, as SCRUB does, so the attack tests
     membership and not class). The larger side is subsampled to the smaller (the kit cuts the forget
     losses to the test count). Cross-validation is the kit's ``StratifiedShuffleSplit(n_splits=10)``
-    (10 random 90/10 splits, not K-fold). 0.5 means the forget set looks like unseen data.
+    (10 random 90/10 splits, not K-fold; at least 2 test samples, one a side, on tiny sets). 0.5 means the
+    forget set looks like unseen data.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
@@ -53,7 +56,9 @@ def mia_loss_lr(model: torch.nn.Module, forget: ArrayData, unseen: ArrayData | N
     u_loss = per_sample_loss(model, subsample(unseen, n, rng))
     x = np.concatenate([u_loss, f_loss]).reshape(-1, 1)
     y = np.concatenate([np.zeros(len(u_loss)), np.ones(len(f_loss))])
-    cv = StratifiedShuffleSplit(n_splits=n_splits, random_state=seed)
+    # the kit's 10 % test share, but never fewer than one sample of each side: sklearn refuses a 1-sample
+    # test split (5 + 5 samples), and for 20+ samples this is exactly its own ceil(0.1 * n)
+    cv = StratifiedShuffleSplit(n_splits=n_splits, test_size=max(2, math.ceil(0.1 * len(y))), random_state=seed)
     return float(np.mean(cross_val_score(LogisticRegression(), x, y, cv=cv, scoring="accuracy")))
 
 

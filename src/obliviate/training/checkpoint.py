@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ..io import check_writable_dir, torch_save, write_json, write_npy
+from ..io import check_writable_dir, torch_save, write_json, write_npy, write_text
 from ..models import Classifier, ModelSpec, build_model
 
 MODEL_FILE, RUN_FILE, SNAP_DIR, BLOCKS_FILE = "model.pt", "run.json", "snapshots", "blocks.npy"
@@ -132,11 +132,13 @@ def open_run(path: str | Path) -> RunDir:
     return RunDir(path, record)
 
 
-def finish_run(path: str | Path, model: Classifier, record: dict) -> RunDir:
-    """Write the model, then ``run.json`` (the completion marker)."""
+def finish_run(path: str | Path, model: Classifier, record: dict, files: dict[str, str] | None = None) -> RunDir:
+    """Write the model and ``files`` (name -> text), then ``run.json`` (the completion marker)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     save_model(path / MODEL_FILE, model)
+    for name, text in (files or {}).items():
+        write_text(path / name, text)
     write_json(path / RUN_FILE, record)
     return RunDir(path, record)
 

@@ -100,16 +100,25 @@ def block_seed(seed: int, block: int) -> int:
     return seed * 10_007 + block
 
 
-def assign_blocks(train: ArrayData, blocks: int, seed: int) -> np.ndarray:
-    """Block index (0..B-1) of every training position: each class is spread evenly over the blocks."""
+def assign_blocks(train: ArrayData, blocks: int, seed: int, pinned: dict[int, int] | None = None) -> np.ndarray:
+    """Block index (0..B-1) of every training position: each class is spread evenly over the blocks.
+
+    ``pinned`` (sample id -> block) places those samples in their block and spreads the rest: a planted
+    backdoor's relabelled samples would otherwise follow their new class over every block.
+    """
     y = train.y.cpu().numpy()
     if blocks > len(y):
         raise ObliviateError(f"{blocks} blocks for {len(y)} training samples: at most one block per sample")
     out = np.empty(len(y), dtype=np.int64)
+    free = np.ones(len(y), dtype=bool)
+    if pinned:
+        pos_of = {int(i): p for p, i in enumerate(train.ids.cpu().numpy())}
+        at = np.asarray([pos_of[int(i)] for i in pinned], dtype=np.int64)
+        out[at], free[at] = np.asarray(list(pinned.values()), dtype=np.int64), False
     rng = np.random.default_rng(seed + 0xB10C)
     offset = 0
     for c in np.unique(y):
-        pos = rng.permutation(np.flatnonzero(y == c))
+        pos = rng.permutation(np.flatnonzero((y == c) & free))
         out[pos] = (np.arange(len(pos)) + offset) % blocks  # rotate so small classes do not all land in block 0
         offset += len(pos)
     return out
@@ -145,13 +154,15 @@ def train_block(model: Classifier, optimizer: torch.optim.Optimizer, data: Array
 
 def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | None = None, *,
           device: str | torch.device | None = None, exclude_ids=None, overwrite: bool = False,
-          max_steps: int | None = None, kind: str = "train", extra_record: dict | None = None) -> TrainResult:
+          max_steps: int | None = None, kind: str = "train", extra_record: dict | None = None,
+          pinned_blocks: dict[int, int] | None = None, extra_files: dict[str, str] | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``bundle`` (minus ``exclude_ids``: retraining) and, with ``out``, save a run.
 
     ``max_steps`` stops early without finishing the run (what a crash leaves behind; used by tests of
     resume). Re-calling with the same ``out`` and config resumes from the last snapshot; the record's
     steps and seconds then cover every segment. ``overwrite`` (``--force``) also discards snapshots of
-    another config.
+    another config. ``pinned_blocks`` (id -> block, block mode) fixes some samples' blocks; ``extra_files``
+    (name -> text) are written into ``out`` before ``run.json``.
     """
     cfg = cfg or TrainConfig()
     cfg.validate()
@@ -168,7 +179,8 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
             raise ObliviateError("excluding the requested ids leaves no training data")
     n_excluded = len(full_train) - len(train_data)
     key = config_hash({"cfg": cfg.to_dict(), "data": bundle.source_hash, "spec": bundle.spec,
-                       "excluded": sorted(map(int, exclude_ids)) if n_excluded else []})
+                       "excluded": sorted(map(int, exclude_ids)) if n_excluded else [],
+                       **({"pinned": sorted(pinned_blocks.items())} if pinned_blocks else {})})
     seed_everything(cfg.seed)
     model = prepare_model(model_for(cfg.model, bundle, **cfg.model_options), cfg, device)
     started = now_iso()
@@ -177,7 +189,7 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
     train_dev = train_data.to(device)
     optimizer = make_optimizer(model.parameters(), cfg.optim())
     if cfg.blocks:
-        blocks = assign_blocks(full_train, cfg.blocks, cfg.seed)
+        blocks = assign_blocks(full_train, cfg.blocks, cfg.seed, pinned_blocks)
         if keep is not None:
             blocks = blocks[torch.nonzero(keep).flatten().numpy()]
         step, snapshot_info = _train_blocks(model, optimizer, train_dev, blocks, cfg, _augment(cfg, bundle), progress,
@@ -198,7 +210,7 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
                      "test": accuracy(model, bundle.test)},
         **(extra_record or {}),
     }
-    run = finish_run(out_path, model, record) if out_path is not None else None
+    run = finish_run(out_path, model, record, extra_files) if out_path is not None else None
     return TrainResult(model, record, run)
 
 
