@@ -15,24 +15,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import tiny_study_yaml
 from obliviate.api import forget
 from obliviate.cli.main import app
 from obliviate.data import ForgetRequest
 from obliviate.harness.store import Store
 from obliviate.training.checkpoint import save_model, load_model_file
 
-STUDY = """\
-name: fuzz
-datasets:
-  - name: digits
-models: [cnn]
-train: {epochs: 1, batch_size: 64, lr: 0.05}
-requests:
-  - classes: [3]
-methods: [retrain, finetune]
-seeds: [0]
-evaluate: {relearn: false, figures: false}
-"""
+STUDY = tiny_study_yaml(name="fuzz")
 
 
 class _RunsCode:
@@ -76,10 +66,11 @@ def files(digits_run, tmp_path_factory) -> dict[str, Path]:
     (root / "garbage.sqlite").write_bytes(b"this is not an SQLite database" * 100)
     Store(root / "empty.sqlite").close()
     studies = {"study.yaml": STUDY, "syntax.yaml": STUDY.replace("models: [cnn]", "models: [cnn"),
-               "nan-param.yaml": STUDY.replace("[retrain, finetune]", "[retrain, {name: finetune, params: {lr: .nan}}]"),
+               "nan-param.yaml": tiny_study_yaml(name="fuzz", methods=("retrain", {"name": "finetune",
+                                                                                 "params": {"lr": ".nan"}})),
                "neg-lr.yaml": STUDY.replace("lr: 0.05", "lr: -0.05"),
-               "unknown-method.yaml": STUDY.replace("finetune]", "finetuning]"),
-               "neg-seed.yaml": STUDY.replace("seeds: [0]", "seeds: [-1]"),
+               "unknown-method.yaml": tiny_study_yaml(name="fuzz", methods=("retrain", "finetuning")),
+               "neg-seed.yaml": tiny_study_yaml(name="fuzz", seeds=(-1,)),
                "list.yaml": "- just\n- a list\n"}
     for name, text in studies.items():
         (root / name).write_text(text)
