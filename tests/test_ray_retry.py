@@ -160,6 +160,19 @@ def test_lost_training_is_redone_once_for_all_the_runs_that_need_it(tmp_path):
     assert record["original"] == str(original_dir(TASKS[0], tmp_path / "work"))  # the driver's copy
 
 
+def test_a_resubmission_that_fails_is_stored_as_failed(tmp_path):
+    """The object store is full when the driver uploads the models again: that run fails, the study goes on."""
+    ray = FakeRay(lambda name, task, n: OwnerDiedError("owner died") if task.method == "finetune" else None)
+
+    def full(value):
+        raise RayError("object store full")
+
+    ray.put = full
+    rows = _bench(tmp_path, ray)
+    assert rows["retrain"]["status"] == "done"
+    assert rows["finetune"]["error"] == "ray: RayError (attempt 1 of 3): object store full"
+
+
 @pytest.mark.parametrize("max_retries", [0, 2])
 def test_an_error_of_the_task_itself_is_not_retried(tmp_path, max_retries):
     ray = FakeRay(lambda name, task, n: RayTaskError("ValueError: bad") if task.method == "finetune" else None)

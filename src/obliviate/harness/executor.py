@@ -213,8 +213,11 @@ def _drive(ray, fns: dict, tasks: list[Task], store: Store, work: Path, device: 
                 result = ray.get(ref)
             except Exception as exc:
                 if ray_lost(ray, exc) and attempt <= max_retries:
-                    submit(task, attempt + 1, used)
-                    continue
+                    try:
+                        submit(task, attempt + 1, used)
+                        continue
+                    except Exception as again:  # not even that (object store full, model unreadable): give up
+                        exc = again
                 tries = f" (attempt {attempt} of {max_retries + 1})" if ray_lost(ray, exc) else ""
                 result = {"row": failed_row(task, work, f"ray: {type(exc).__name__}{tries}: {exc}")}
             models.release(task)
