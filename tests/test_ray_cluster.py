@@ -36,7 +36,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install obliv
 # Runs by default. On a loaded 2-core box everything here is slow (each Ray worker imports torch at nice
 # 19): the limits below are generous, and the executor resubmits what Ray loses (OwnerDiedError included).
 START_BUDGET = 300  # seconds for the two nodes to come up, all attempts together; past it: skip
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(START_BUDGET + 900)]  # a hang guard; quiet: ~2 min in all
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(START_BUDGET + 900)]  # a hang guard only
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).with_name("ray")
