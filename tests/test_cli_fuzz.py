@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_study_yaml
 from typer.testing import CliRunner
 
 from obliviate.api import forget
@@ -20,18 +21,7 @@ from obliviate.data import ForgetRequest
 from obliviate.harness.store import Store
 from obliviate.training.checkpoint import load_model_file, save_model
 
-STUDY = """\
-name: fuzz
-datasets:
-  - name: digits
-models: [cnn]
-train: {epochs: 1, batch_size: 64, lr: 0.05}
-requests:
-  - classes: [3]
-methods: [retrain, finetune]
-seeds: [0]
-evaluate: {relearn: false, figures: false}
-"""
+STUDY = tiny_study_yaml(name="fuzz")
 
 
 class _RunsCode:
@@ -75,11 +65,11 @@ def files(digits_run, tmp_path_factory) -> dict[str, Path]:
     (root / "garbage.sqlite").write_bytes(b"this is not an SQLite database" * 100)
     Store(root / "empty.sqlite").close()
     studies = {"study.yaml": STUDY, "syntax.yaml": STUDY.replace("models: [cnn]", "models: [cnn"),
-               "nan-param.yaml": STUDY.replace("[retrain, finetune]",
-                                               "[retrain, {name: finetune, params: {lr: .nan}}]"),
+               "nan-param.yaml": tiny_study_yaml(name="fuzz", methods=("retrain", {"name": "finetune",
+                                                                                 "params": {"lr": ".nan"}})),
                "neg-lr.yaml": STUDY.replace("lr: 0.05", "lr: -0.05"),
-               "unknown-method.yaml": STUDY.replace("finetune]", "finetuning]"),
-               "neg-seed.yaml": STUDY.replace("seeds: [0]", "seeds: [-1]"),
+               "unknown-method.yaml": tiny_study_yaml(name="fuzz", methods=("retrain", "finetuning")),
+               "neg-seed.yaml": tiny_study_yaml(name="fuzz", seeds=(-1,)),
                "list.yaml": "- just\n- a list\n"}
     for name, text in studies.items():
         (root / name).write_text(text)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import FINETUNE, tiny_study, tiny_study_yaml
 from typer.testing import CliRunner
 
 from obliviate.cli.main import app
@@ -23,22 +24,7 @@ from obliviate.harness.study import load_study
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY = """\
-name: tiny
-datasets:
-  - name: digits
-models: [cnn]
-train: {epochs: 1, batch_size: 64, lr: 0.05}
-requests:
-  - classes: [3]
-    subset_per_class: 50
-methods:
-  - retrain
-  - name: finetune
-    params: {epochs: 0.5}
-seeds: [0, 1]
-evaluate: {relearn: false, figures: false}
-"""
+TINY = tiny_study_yaml(seeds=(0, 1))  # the error cases below vary its text
 
 
 def shared_work(tmp_path_factory) -> Path:
@@ -49,8 +35,7 @@ def shared_work(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_store(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny")
-    study = folder / "tiny.yaml"
-    study.write_text(TINY)
+    study = tiny_study(folder / "tiny.yaml", seeds=(0, 1))
     store = folder / "results.sqlite"
     res = bench(study, store, work=shared_work(tmp_path_factory))
     assert res.outcome is not None and not res.outcome.failed, [r.get("error") for r in res.outcome.failed]
@@ -110,10 +95,8 @@ def stall_method():
 
 def test_resume_after_killed_run_finishes_only_missing_rows(tmp_path, tiny_store, stall_method):
     _, _, work = tiny_store
-    study = tmp_path / "crash.yaml"
     # one seed: retrain, finetune, then test-stall (which hangs when the env flag is set)
-    study.write_text(TINY.replace("name: tiny", "name: crash").replace("seeds: [0, 1]", "seeds: [0]")
-                     .replace("params: {epochs: 0.5}\n", "params: {epochs: 0.5}\n  - test-stall\n"))
+    study = tiny_study(tmp_path / "crash.yaml", name="crash", methods=("retrain", FINETUNE, "test-stall"))
     store = tmp_path / "results.sqlite"
     script = (_SLOW_METHOD + "\nfrom obliviate.harness.executor import bench\n"
               f"bench({str(study)!r}, {str(store)!r}, work={str(work)!r})\n")
@@ -158,10 +141,8 @@ def test_resume_after_killed_run_finishes_only_missing_rows(tmp_path, tiny_store
 def test_failed_run_is_recorded_and_retried(tmp_path, tiny_store):
     """A run that raises becomes a 'failed' row with its error; the next bench retries it."""
     _, _, work = tiny_store
-    study = tmp_path / "fail.yaml"
-    study.write_text(TINY.replace("name: tiny", "name: fail").replace("seeds: [0, 1]", "seeds: [0]")
-                     .replace("  - retrain\n", "").replace("name: finetune", "name: scrub")
-                     .replace("params: {epochs: 0.5}", "params: {epochs: 1, lr_decay_epochs: 'soon'}"))
+    study = tiny_study(tmp_path / "fail.yaml", name="fail",
+                       methods=({"name": "scrub", "params": {"epochs": 1, "lr_decay_epochs": "'soon'"}},))
     res = bench(study, tmp_path / "r.sqlite", work=work)  # passes the study checks, fails when it runs
     assert len(res.outcome.failed) == 1 and "'soon' is not a comma list" in res.outcome.failed[0]["error"]
     with Store(tmp_path / "r.sqlite") as st:
@@ -322,8 +303,8 @@ def test_results_and_report_name_their_store_and_report_has_a_default_folder(tin
 def test_ray_executor_local_cluster(tiny_store, tmp_path):
     pytest.importorskip("ray")
     _, _, work = tiny_store
-    study = tmp_path / "tiny.yaml"  # the same study (same keys), one seed and one method to keep it short
-    study.write_text(TINY.replace("seeds: [0, 1]", "seeds: [0]").replace("  - retrain\n", ""))
+    # the same study (same keys), one seed and one method to keep it short
+    study = tiny_study(tmp_path / "tiny.yaml", methods=(FINETUNE,))
     store = tmp_path / "ray.sqlite"
     res = bench(study, store, work=work, executor="ray", workers=2)
     assert len(res.outcome.done) == 1 and not res.outcome.failed, [r.get("error") for r in res.outcome.failed]
@@ -364,8 +345,7 @@ def test_built_in_demo_study_is_valid_and_small(tmp_path):
 def test_demo_command_reports_each_method_and_ends_with_the_report_path(tmp_path, monkeypatch):
     import obliviate.cli.demo_cmd as demo_cmd
 
-    study = tmp_path / "tiny.yaml"
-    study.write_text(TINY.replace("seeds: [0, 1]", "seeds: [0]"))
+    study = tiny_study(tmp_path / "tiny.yaml")
     monkeypatch.setattr(demo_cmd, "demo_study", lambda: study)
     r = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--device", "cpu"])
     assert r.exit_code == 0, r.output

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_study_yaml
 from typer.testing import CliRunner
 
 from obliviate.cli.main import app
@@ -31,34 +32,17 @@ from obliviate.harness.runner import make_plan, original_dir, retrain_dir
 from obliviate.harness.store import Store
 from obliviate.harness.study import load_study
 
-ray = pytest.importorskip("ray")
-pytestmark = [
-    pytest.mark.slow,
-    # Opt-in: on a loaded 2-core machine a starved driver misses Ray's health checks and its object refs
-    # die with it (OwnerDiedError, seen 2026-11-29); passes in ~65 s on a quiet machine.
-    pytest.mark.skipif(os.environ.get("OBLIVIATE_RAY_CLUSTER") != "1",
-                       reason="two-node Ray cluster test: set OBLIVIATE_RAY_CLUSTER=1 (needs a quiet machine)"),
-]
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install obliviate[ray])")
+# Runs by default. On a loaded 2-core box everything here is slow (each Ray worker imports torch at nice
+# 19): the limits below are generous, and the executor resubmits what Ray loses (OwnerDiedError included).
+# Measured: ~65 s on a quiet machine; 17 min (setup 494 s) on one saturated by a nice-0 benchmark.
+START_BUDGET = 300  # seconds for the two nodes to come up, all attempts together; past it: skip
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(START_BUDGET + 900)]  # a hang guard only
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).with_name("ray")
 
-STUDY = """\
-name: cluster
-datasets:
-  - name: digits
-models: [cnn]
-train: {epochs: 1, batch_size: 64, lr: 0.05}
-requests:
-  - classes: [3]
-    subset_per_class: 50
-methods:
-  - retrain
-  - name: finetune
-    params: {epochs: 0.5}
-seeds: [0]
-evaluate: {relearn: false, figures: true}
-"""
+STUDY = tiny_study_yaml(name="cluster", figures=True)
 COSTS = ("seconds", "speedup", "memory")  # differ from run to run by nature
 
 # A test-only method that kills its own worker process on its first `times` attempts (counted in files).
@@ -154,33 +138,33 @@ def _logs(cluster: Cluster) -> str:
                      for log in sorted(cluster.temp.glob("*.log")))
 
 
-def _wait_started(cluster: Cluster, name: str, timeout: float = 300) -> str | None:
-    """Wait for ``ray start`` to report the node up; the reason when it did not."""
-    log, proc, deadline = cluster.temp / f"{name}.log", cluster.procs[-1], time.time() + timeout
+def _wait_started(cluster: Cluster, name: str, deadline: float) -> str | None:
+    """Wait (until ``deadline``) for ``ray start`` to report the node up; the reason when it did not."""
+    log, proc, t0 = cluster.temp / f"{name}.log", cluster.procs[-1], time.time()
     while time.time() < deadline:
         if "Ray runtime started" in log.read_text(errors="replace"):
             return None
         if proc.poll() is not None:
             return f"the {name} node exited with {proc.returncode}"
         time.sleep(1)
-    return f"the {name} node did not start within {timeout:.0f} s"
+    return f"the {name} node did not start within {time.time() - t0:.0f} s"
 
 
-def _start_cluster(c: Cluster, attempt: int) -> str | None:
+def _start_cluster(c: Cluster, attempt: int, deadline: float) -> str | None:
     """Start the head, then (once it is up: a node joining a head still starting gives up) the worker."""
     c.address = f"127.0.0.1:{_free_port()}"
     _start_node(["--head", "--port", c.address.split(":")[1], "--temp-dir", str(c.temp / f"head{attempt}"),
                  "--include-dashboard", "false"], c, c.temp / "head.log")
-    why = _wait_started(c, "head")
+    why = _wait_started(c, "head", deadline)
     if why is None:
         _start_node(["--address", c.address, "--temp-dir", str(c.temp / f"worker{attempt}")], c,
                     c.temp / "worker.log")
-        why = _wait_started(c, "worker")
+        why = _wait_started(c, "worker", deadline)
     return why
 
 
-def _wait_for_nodes(cluster: Cluster, n: int = 2, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
+def _wait_for_nodes(cluster: Cluster, deadline: float, n: int = 2) -> None:
+    t0 = time.time()
     ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
     try:
         while time.time() < deadline:
@@ -189,7 +173,7 @@ def _wait_for_nodes(cluster: Cluster, n: int = 2, timeout: float = 120) -> None:
             time.sleep(1)
     finally:
         ray.shutdown()
-    pytest.skip(f"Ray cannot start a two-node cluster here ({n} nodes not alive after {timeout:.0f} s):\n"
+    pytest.skip(f"Ray cannot start a two-node cluster here ({n} nodes not alive after {time.time() - t0:.0f} s):\n"
                 f"{_logs(cluster)}")
 
 
@@ -199,15 +183,17 @@ def cluster(tmp_path_factory):
         pytest.skip(f"no ray command beside {sys.executable}")
     temp = Path(tempfile.mkdtemp(prefix="obr", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
     c = Cluster("", temp, tmp_path_factory.mktemp("driver"), _can_unshare(), [])
+    deadline = time.time() + START_BUDGET
     try:
         for attempt in range(3):  # a raylet has 30 s to register (fixed in Ray): a busy machine can miss that
-            why = _start_cluster(c, attempt)
-            if why is None:
+            why = _start_cluster(c, attempt, deadline)
+            if why is None or time.time() > deadline:
                 break
             _stop(c)
-        else:
-            pytest.skip(f"Ray cannot start a two-node cluster here ({why}):\n{_logs(c)}")
-        _wait_for_nodes(c)
+        if why is not None:
+            pytest.skip(f"Ray cannot start a two-node cluster here ({why}; {START_BUDGET} s for all "
+                        f"attempts):\n{_logs(c)}")
+        _wait_for_nodes(c, max(deadline, time.time() + 60))
         yield c
     finally:
         if ray.is_initialized():
@@ -313,10 +299,9 @@ def test_dead_worker_is_retried_then_stored_as_failed(cluster, local_run):
         shutil.copytree(retrain_dir(task, local_run[1] / "work"), retrain_dir(task, work))
     record = json.loads(retrain_run.read_text())
     retrain_run.write_text(json.dumps({**record, "seconds": 1234.5}))
-    methods = (f"  - {{name: test-die, label: die-once, params: {{times: 1, marks: '{marks}'}}}}\n"
-               f"  - {{name: test-die, label: die-always, params: {{times: 3, marks: '{marks}'}}}}\n")
-    study.write_text(STUDY.replace("name: cluster", "name: die").split("methods:")[0] + "methods:\n" + methods +
-                     "seeds: [0]\nevaluate: {relearn: false, figures: false}\n")
+    study.write_text(tiny_study_yaml(name="die", methods=[{"name": "test-die", "label": label,
+                                                           "params": {"times": times, "marks": f"'{marks}'"}}
+                                                          for label, times in (("die-once", 1), ("die-always", 3))]))
     exec(compile(DIE, "die", "exec"), {})
     register = functools.partial(exec, DIE, {})  # pickled by reference: the workers cannot import this file
     register.__name__ = "register_test_die"

@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 
 import pytest
+from conftest import tiny_study
 from typer.testing import CliRunner
 
 from obliviate.cli.main import app
@@ -15,21 +16,8 @@ from obliviate.harness.executor import bench
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
-STUDY = """\
-name: browser
+PUBLISHED = """\
 description: report rendering check
-datasets: [digits]
-models: [cnn]
-train: {epochs: 1, batch_size: 64, lr: 0.05}
-requests:
-  - classes: [3]
-    subset_per_class: 50
-methods:
-  - retrain
-  - name: finetune
-    params: {epochs: 0.5}
-seeds: [0]
-evaluate: {relearn: false, figures: true}
 published:
   - {method: finetune, metric: forget_acc, value: 0.0, source: "a published number (test)"}
 """
@@ -58,7 +46,7 @@ def _chromium(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     folder = tmp_path_factory.mktemp("browser")
-    (folder / "study.yaml").write_text(STUDY)
+    tiny_study(folder / "study.yaml", name="browser", figures=True, extra=PUBLISHED)
     store = folder / "results.sqlite"
     res = bench(folder / "study.yaml", store, work=tmp_path_factory.getbasetemp() / "harness-work")
     assert not res.outcome.failed, [r.get("error") for r in res.outcome.failed]

@@ -60,8 +60,9 @@ def bench_command(
                                               help="Ray cluster address (auto, ray://host:port); "
                                                    "default: start Ray on this machine"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="CPUs for a local Ray (one run per CPU)"),
-    max_retries: int = typer.Option(2, "--max-retries", help="Ray: tries again a run whose worker or node died, "
-                                                             "this many times, before storing it as failed"),
+    max_retries: int = typer.Option(2, "--max-retries", help="Ray: submits again a run Ray lost (its worker or "
+                                                             "node died, a model object was lost) this many times, "
+                                                             "before storing it as failed"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: the study's, else auto)"),
     data_root: Optional[List[str]] = typer.Option(None, "--data-root", help="DATASET=PATH, overrides the study's "
                                                                            "data_root (repeatable)"),

@@ -64,16 +64,20 @@ def _order(tasks: list[Task]) -> list[Task]:
     return sorted(tasks, key=lambda t: (t.dataset, t.model, t.seed, t.request, not t.reference))
 
 
+def _finish(outcome: Outcome, row: dict, task: Task, on_row: Callable[[dict], None] | None, advance) -> None:
+    """A run's row is final: count it, tell the caller, move the progress bar."""
+    outcome.add(row)
+    if on_row:
+        on_row(row)
+    advance(1, info=_escape(f"{task.title}: {row['status']}"))
+
+
 def run_local(tasks: list[Task], store_path: Path, work: Path, device: str | None = None,
               on_row: Callable[[dict], None] | None = None) -> Outcome:
     outcome = Outcome()
     with progress_task("study", total=len(tasks)) as advance:
         for task in _order(tasks):
-            row = execute_task(task, store_path, work, device)
-            outcome.add(row)
-            if on_row:
-                on_row(row)
-            advance(1, info=_escape(f"{task.title}: {row['status']}"))
+            _finish(outcome, execute_task(task, store_path, work, device), task, on_row, advance)
     return outcome
 
 
@@ -95,8 +99,9 @@ def run_ray(tasks: list[Task], store_path: Path, work: Path, device: str | None 
     retrained models and return their run folders as bytes (models this driver already holds are
     uploaded instead); each run task gets them as object refs and returns its row and figures. Only
     this process writes the work folder and the store. Each task asks for one GPU when the cluster has
-    GPUs (``gpus_per_run`` overrides), so Ray places one run per GPU; a task whose worker or node dies
-    is retried ``max_retries`` times, then stored as failed with the reason.
+    GPUs (``gpus_per_run`` overrides), so Ray places one run per GPU. A run that Ray loses (its worker
+    or node died, or its models' objects were lost) is resubmitted ``max_retries`` times by ``_drive``,
+    then stored as failed with the reason.
     """
     ray = import_ray()
     store_path, work = Path(store_path).resolve(), Path(work).resolve()
@@ -108,83 +113,131 @@ def run_ray(tasks: list[Task], store_path: Path, work: Path, device: str | None 
         started_here = True
     try:
         gpus = gpus_per_run if gpus_per_run is not None else (1.0 if ray.cluster_resources().get("GPU", 0) else 0.0)
-        remote = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=max_retries)
+        # Ray retries nothing itself (max_retries=0): it cannot rebuild an object this driver put, it marks
+        # an object whose owner a starved raylet could not reach as OwnerDiedError and never retries that,
+        # and its lineage reconstruction would retrain a model this driver already holds. _drive resubmits.
+        remote = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=0)
         fns = {name: remote(fn) for name, fn in (("original", _remote_original), ("retrain", _remote_retrain),
                                                  ("run", _remote_run))}
         with Store(store_path) as store:
-            return _drive(ray, fns, _order(tasks), store, work, device, on_row)
+            return _drive(ray, fns, _order(tasks), store, work, device, max_retries, on_row)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _submit_models(ray, fns: dict, tasks: list[Task], work: Path, device: str | None) -> tuple[dict, dict]:
-    """One object ref per shared model the runs need: uploaded from the work folder, or a training task.
+def ray_lost(ray, exc: BaseException) -> bool:
+    """Whether Ray lost a task (a dead worker or node, a lost object, an owner it could not reach),
+    so running it again may well succeed; not when the task's own code raised or it was cancelled."""
+    return not isinstance(exc, (ray.exceptions.RayTaskError, ray.exceptions.TaskCancelledError))
 
-    Returns (refs by model folder name, {training task ref: folder to save its result in}).
+
+class _Models:
+    """The object refs of the shared models (original, retrained) the runs need, made again when lost.
+
+    A model the driver's work folder holds is uploaded (``ray.put``: this driver owns it); any other is
+    trained by a task, whose result the driver saves into its work folder as soon as it is ready. A run
+    that Ray lost marks the refs it used as stale: the next run to need that model gets a fresh one,
+    uploaded from the work folder when the driver saved it by then, else trained again; runs that
+    fail together share one replacement. A model is dropped once no unfinished run needs it.
     """
-    refs: dict[str, object] = {}
-    to_save: dict[object, Path] = {}
 
-    def ref_for(path: Path, train) -> object:
-        if (path / RUN_FILE).exists():  # the driver holds it (an earlier bench): upload, do not retrain
-            return ray.put(shipment(path))
-        ref = train()
-        to_save[ref] = path
+    def __init__(self, ray, fns: dict, work: Path, device: str | None):
+        self.ray, self.fns, self.work, self.device = ray, fns, work, device
+        self.refs: dict[str, object] = {}  # model folder name -> current ref
+        self.training: dict[object, Path] = {}  # a training task's ref -> the folder to save its model as
+        self.users: dict[str, int] = {}  # model folder name -> unfinished runs that need it
+
+    def _dirs(self, task: Task) -> tuple[Path, Path]:
+        return original_dir(task, self.work), retrain_dir(task, self.work)
+
+    def need(self, task: Task) -> None:
+        for d in self._dirs(task):
+            self.users[d.name] = self.users.get(d.name, 0) + 1
+
+    def release(self, task: Task) -> None:
+        for d in self._dirs(task):
+            self.users[d.name] -= 1
+            if not self.users[d.name]:
+                self.refs.pop(d.name, None)
+
+    def for_run(self, task: Task, stale: frozenset = frozenset()) -> tuple[object, object]:
+        orig, retrain = self._dirs(task)
+        o = self._ref(orig, stale, lambda: self.fns["original"].remote(task.to_dict(), self.device))
+        return o, self._ref(retrain, stale, lambda: self.fns["retrain"].remote(task.to_dict(), o, self.device))
+
+    def _ref(self, path: Path, stale: frozenset, train: Callable[[], object]) -> object:
+        ref = self.refs.get(path.name)
+        if ref is not None and ref not in stale:
+            return ref
+        if ref in self.training:  # its run failed after it finished, before the driver saved it: save now
+            if not self.ray.wait([ref], timeout=0)[0]:
+                return ref  # still training: not lost
+            self.save(ref)
+        if (path / RUN_FILE).exists():  # the driver holds it (saved, or from an earlier bench): upload
+            ref = self.ray.put(shipment(path))
+        else:
+            ref = train()
+            self.training[ref] = path
+        self.refs[path.name] = ref
         return ref
 
-    for t in tasks:
-        orig, retrain = original_dir(t, work), retrain_dir(t, work)
-        if orig.name not in refs:
-            refs[orig.name] = ref_for(orig, lambda t=t: fns["original"].remote(t.to_dict(), device))
-        if retrain.name not in refs:
-            refs[retrain.name] = ref_for(retrain,
-                                         lambda t=t, o=orig: fns["retrain"].remote(t.to_dict(), refs[o.name], device))
-    return refs, to_save
+    def save(self, ref) -> None:
+        """Write a model a worker trained into the driver's work folder, so retries and later benches reuse it."""
+        path = self.training.pop(ref)
+        try:
+            shipped = self.ray.get(ref)
+        except Exception:  # lost: the runs that need it are resubmitted, or fail with the reason
+            return
+        if "files" not in shipped:  # training failed: its runs are stored as failed with the reason
+            return
+        files = dict(shipped["files"])
+        record = json.loads(files[RUN_FILE])
+        if "original" in record:  # a retrained model names its original: the driver's copy, not the worker's
+            record["original"] = str(self.work / ORIGINALS / Path(record["original"]).name)
+            files[RUN_FILE] = (to_json(record) + "\n").encode()
+        unpack(files, path)
 
 
-def _drive(ray, fns: dict, tasks: list[Task], store: Store, work: Path, device: str | None,
+def _drive(ray, fns: dict, tasks: list[Task], store: Store, work: Path, device: str | None, max_retries: int,
            on_row: Callable[[dict], None] | None) -> Outcome:
-    """Submit every task, then save models and rows as they come back, in whatever order they finish."""
-    refs, to_save = _submit_models(ray, fns, tasks, work, device)
-    runs = {fns["run"].remote(t.to_dict(), refs[original_dir(t, work).name], refs[retrain_dir(t, work).name],
-                              device): t for t in tasks}
-    del refs  # the run tasks hold the models now; Ray frees each once no task needs it
+    """Submit every run, then save models and rows as they come back, in whatever order they finish.
+
+    A run Ray lost is resubmitted (with fresh models) up to ``max_retries`` times, then stored as
+    failed with Ray's reason; the study goes on either way.
+    """
+    models = _Models(ray, fns, work, device)
+    runs: dict[object, tuple[Task, int, frozenset]] = {}  # run ref -> (task, attempt, the model refs it got)
+
+    def submit(task: Task, attempt: int, stale: frozenset = frozenset()) -> None:
+        used = models.for_run(task, stale)
+        runs[fns["run"].remote(task.to_dict(), *used, device)] = (task, attempt, frozenset(used))
+
+    for t in tasks:
+        models.need(t)
+        submit(t, 1)
     outcome = Outcome()
     with progress_task("study (ray)", total=len(tasks)) as advance:
-        while runs or to_save:
-            ready, _ = ray.wait([*runs, *to_save], num_returns=1)
-            ref = ready[0]
-            if ref in to_save:
-                _save_model(ray, ref, to_save.pop(ref), work)
+        while runs or models.training:
+            ref = ray.wait([*runs, *models.training], num_returns=1)[0][0]
+            if ref in models.training:
+                models.save(ref)
                 continue
-            task = runs.pop(ref)
+            task, attempt, used = runs.pop(ref)
             try:
                 result = ray.get(ref)
-            except Exception as exc:  # the worker or its node died, and every retry too
-                result = {"row": failed_row(task, work, f"ray: {type(exc).__name__}: {exc}")}
-            row = _save_run(result, task, work, store)
-            outcome.add(row)
-            if on_row:
-                on_row(row)
-            advance(1, info=_escape(f"{task.title}: {row['status']}"))
+            except Exception as exc:
+                if ray_lost(ray, exc) and attempt <= max_retries:
+                    try:
+                        submit(task, attempt + 1, used)
+                        continue
+                    except Exception as again:  # not even that (object store full, model unreadable): give up
+                        exc = again
+                tries = f" (attempt {attempt} of {max_retries + 1})" if ray_lost(ray, exc) else ""
+                result = {"row": failed_row(task, work, f"ray: {type(exc).__name__}{tries}: {exc}")}
+            models.release(task)
+            _finish(outcome, _save_run(result, task, work, store), task, on_row, advance)
     return outcome
-
-
-def _save_model(ray, ref, path: Path, work: Path) -> None:
-    """Write a model a worker trained into the driver's work folder, so a later bench reuses it."""
-    try:
-        shipped = ray.get(ref)
-    except Exception:  # the runs that needed it fail with the reason; there is nothing to keep
-        return
-    if "files" not in shipped:
-        return
-    files = dict(shipped["files"])
-    record = json.loads(files[RUN_FILE])
-    if "original" in record:  # a retrained model names its original: the driver's copy, not the worker's
-        record["original"] = str(work / ORIGINALS / Path(record["original"]).name)
-        files[RUN_FILE] = (to_json(record) + "\n").encode()
-    unpack(files, path)
 
 
 def _save_run(result: dict, task: Task, work: Path, store: Store) -> dict:
