@@ -1,6 +1,7 @@
 """``obliviate forget`` and ``obliviate methods``."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import List, Optional
 
@@ -15,6 +16,8 @@ from ..methods import list_methods
 from ..methods.base import FORGOTTEN_ATTR
 from ..metrics.accuracy import accuracy
 from .app import app, cli_command, console, key_values
+
+_SUBSET = next(f.default for f in dataclasses.fields(ForgetRequest) if f.name == "subset_per_class")
 
 
 def build_request(forget_class: list[int] | None, forget_ids: Path | None, forget_fraction: float | None,
@@ -42,7 +45,8 @@ def forget_command(
                                                     help="random fraction of the training set"),
     param: Optional[List[str]] = typer.Option(None, "--param", help="method parameter key=value (repeatable)"),
     seed: int = typer.Option(0, "--seed", min=0),
-    subset_per_class: int = typer.Option(1000, "--subset-per-class", help="size of the retain subset D_sub per class"),
+    subset_per_class: int = typer.Option(_SUBSET, "--subset-per-class",
+                                         help="size of the retain subset D_sub per class"),
     device: Optional[str] = typer.Option(None, "--device"),
     force: bool = typer.Option(False, "--force", help="overwrite a finished run in --out"),
 ) -> None:
