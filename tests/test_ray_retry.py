@@ -194,3 +194,6 @@ def test_real_ray_errors_are_told_apart():
     assert ray_lost(ray, ex.WorkerCrashedError()) and ray_lost(ray, ex.NodeDiedError("node left"))
     assert issubclass(ex.OwnerDiedError, ex.ObjectLostError) and not issubclass(ex.OwnerDiedError, ex.RayTaskError)
     assert not ray_lost(ray, ex.RayTaskError("run", "Traceback ...", ValueError("bad")))
+    # a task whose argument's owner died: Ray wraps the loss in a RayTaskError (seen under load)
+    wrapped = ex.RayTaskError("_remote_run", "Traceback ...", ex.OwnerDiedError("ab" * 14, "", ""))
+    assert ray_lost(ray, wrapped) and ray_lost(ray, wrapped.as_instanceof_cause())

@@ -128,8 +128,16 @@ def run_ray(tasks: list[Task], store_path: Path, work: Path, device: str | None 
 
 def ray_lost(ray, exc: BaseException) -> bool:
     """Whether Ray lost a task (a dead worker or node, a lost object, an owner it could not reach),
-    so running it again may well succeed; not when the task's own code raised or it was cancelled."""
-    return not isinstance(exc, (ray.exceptions.RayTaskError, ray.exceptions.TaskCancelledError))
+    so running it again may well succeed; not when the task's own code raised or it was cancelled.
+
+    A task whose *argument* was lost (its owner died) fails inside Ray as ``RayTaskError(OwnerDiedError)``:
+    that is a loss too (seen on a loaded 2-core machine), so the wrapped cause decides.
+    """
+    ex = ray.exceptions
+    lost = tuple(getattr(ex, n) for n in ("ObjectLostError", "WorkerCrashedError", "NodeDiedError") if hasattr(ex, n))
+    if isinstance(exc, lost) or isinstance(getattr(exc, "cause", None), lost):
+        return True
+    return not isinstance(exc, (ex.RayTaskError, ex.TaskCancelledError))
 
 
 class _Models:
