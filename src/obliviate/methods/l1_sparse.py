@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..data.pipeline import BatchStream
 from ..models import Classifier
-from ..params import OPTIMIZERS, SCHEDULES, param
+from ..params import SCHEDULES, param
 from ..training.loop import fine_tune
 from .base import RETAIN, Method, MethodContext, register
 from .common import FineTuneParams
@@ -37,10 +37,7 @@ class L1Sparse(Method):
         epochs: int = param(5, ge=1)
         lr: float = param(0.02, gt=0)
         batch_size: int = param(128, ge=1)
-        optimizer: str = param("sgd", choices=OPTIMIZERS)
-        momentum: float = param(0.9, ge=0, lt=1)
-        weight_decay: float = param(0.0, ge=0)
-        schedule: str = param("cosine", choices=SCHEDULES)
+        schedule: str = param("cosine", choices=SCHEDULES)  # optimizer, momentum, weight decay: the base's
 
     presets = {"paper": {"alpha": 0.2}}
 
