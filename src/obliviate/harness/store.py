@@ -270,7 +270,7 @@ class MergeReport:
     notes: list[str] = field(default_factory=list)
 
 
-def _metric_diff(a: dict, b: dict, tol: float = 1e-6) -> str:
+def _metric_diff(a: dict, b: dict, tol: float = 1e-5) -> str:
     """The result metrics two finished rows disagree on ("" when none), cost metrics aside."""
     ma, mb = a.get("metrics") or {}, b.get("metrics") or {}
     diffs = []
