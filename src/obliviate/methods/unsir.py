@@ -4,8 +4,10 @@
    (``common.error_maximising_noise``), labelled c.
 2. Impair: one epoch over noise ∪ D_sub — fitting c onto inputs built to maximise the loss for c
    takes large steps that wreck the weights class c relies on.
-3. Repair: epochs on D_sub alone, to restore what the impair step damaged on the other classes; then
-   BatchNorm statistics are re-estimated on D_sub (the noise would otherwise stay in them).
+3. Repair: epochs on D_sub alone, to restore what the impair step damaged on the other classes — by
+   default with a decaying lr and distillation from the original with the forgotten logits masked
+   (obliviate's addition, measured below); then BatchNorm statistics are re-estimated on D_sub (the noise
+   would otherwise stay in them).
 
 Only D_sub (a retain subset) and the class labels are read; never a forget sample.
 """
@@ -60,7 +62,8 @@ class UNSIR(Method):
           cosine repair 92.5; + impair 5e-3 93.3; + repair distillation from the masked original
           (``repair_distill`` 0.5) 93.7 / 95.3 — 0.6 / 0.35 points below retrain, forget 0.0 % on train and
           test. Distillation 0.9 gave the same; 4 repair epochs the same as 6 (23 vs 33 s), so 4.
-          D_sub 500 / 250 per class: 93.2 / 92.5 (class 0).
+          D_sub 500 / 250 per class: 93.2 / 92.5 (class 0). Seeds 0–2 with these defaults (benchmarks/README.md):
+          −0.4 ± 0.3 / −0.4 ± 0.3 points vs retrain at 6–7× its speed; small-CNN slice −0.9 / −2.3.
         ``preset=paper`` restores the notebook's Adam 0.02 / 0.01 and one repair epoch (forgets, retain
         0.70–0.89 on these models); ``preset=notebook`` also its train-mode noise optimisation and no
         recalibration (its noise is N(0, 1) where its network's first layer sees it: the notebook normalised the
