@@ -32,11 +32,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data.pipeline import predict
 from ..errors import CheckpointError, ObliviateError
 from ..models import Classifier
 from ..params import param
-from ..training.checkpoint import BLOCKS_FILE, SNAP_DIR, Snapshots
+from ..training.accuracy import accuracy
+from ..training.checkpoint import Snapshots
 from ..training.loop import make_optimizer
 from ..training.trainer import TrainConfig, train_block
 from .base import FORGET_IDS, RETAIN, SNAPSHOTS, Method, MethodContext, register
@@ -194,12 +194,9 @@ class _Snapshots:
         cfg = _config(ctx, source)
         order = np.argsort(ids)
         n_blocks = int(cfg.blocks) if cfg.blocks else int(blocks.max()) + 1
-        where = source.path / SNAP_DIR / BLOCKS_FILE
-        if len(blocks) and (blocks.min() < 0 or blocks.max() >= n_blocks):
-            raise CheckpointError(f"corrupt {where}: block numbers {int(blocks.min())}..{int(blocks.max())}, "
+        if len(blocks) and blocks.max() >= n_blocks:  # negative blocks and repeated ids: load_block_assignment
+            raise CheckpointError(f"corrupt block index of {source}: block numbers up to {int(blocks.max())}, "
                                   f"the run has blocks 0..{n_blocks - 1}")
-        if len(ids) and (np.diff(ids[order]) == 0).any():
-            raise CheckpointError(f"corrupt {where}: sample ids repeat (each id belongs to one block)")
         return cls(source, cfg, n_blocks, ids[order], blocks[order])
 
     def block_of(self, query: np.ndarray) -> np.ndarray:
@@ -291,10 +288,6 @@ def _note(ctx, first: int, stitched: bool, decisions: list[dict]) -> str:
     return f"retrained from block {first + 1} to the end: the stop rule never fired ({why}), so this is exact"
 
 
-def _accuracy(model: torch.nn.Module, data) -> float:
-    return (predict(model, data.x).argmax(1).cpu() == data.y.cpu()).float().mean().item()
-
-
 class _StitchCheck:
     """Stitch at block t and accept it only if a retain sample's accuracy stays within ``max_stitch_drop``
     points of θ_B's; on success the stitched weights become ``ctx.model``."""
@@ -305,14 +298,14 @@ class _StitchCheck:
         if p.max_stitch_drop is not None:
             g = torch.Generator().manual_seed(ctx.seed + 0x57C)
             self.sample = retain.subset(torch.randperm(len(retain), generator=g)[:p.bn_samples])
-            self.reference = _accuracy(ctx.original, self.sample)
+            self.reference = accuracy(ctx.original, self.sample)
 
     def __call__(self, t: int) -> bool:
         candidate = copy.deepcopy(self.ctx.model) if self.sample is not None else self.ctx.model
         stitch(candidate, self.theta_b, self.snaps.model(t), self.retain, self.p.bn_samples, self.ctx.seed)
         if self.sample is None:
             return True
-        acc = _accuracy(candidate, self.sample)
+        acc = accuracy(candidate, self.sample)
         ok = acc >= self.reference - self.p.max_stitch_drop / 100
         self.log.append({"block": t, "accuracy": round(acc, 4), "reference": round(self.reference, 4), "accepted": ok})
         if ok:

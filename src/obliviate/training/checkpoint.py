@@ -290,7 +290,12 @@ def load_block_assignment(run_path: str | Path) -> tuple[np.ndarray, np.ndarray]
     if arr.ndim != 2 or arr.shape[1] != 2 or not np.issubdtype(arr.dtype, np.integer):
         raise CheckpointError(f"corrupt {p}: expected an (n, 2) integer array of (id, block), "
                               f"got {arr.dtype} {arr.shape}")
-    return arr[:, 0], arr[:, 1]
+    ids, blocks = arr[:, 0], arr[:, 1]
+    if len(blocks) and blocks.min() < 0:
+        raise CheckpointError(f"corrupt {p}: negative block number {int(blocks.min())}")
+    if len(np.unique(ids)) != len(ids):
+        raise CheckpointError(f"corrupt {p}: sample ids repeat (each id belongs to one block)")
+    return ids, blocks
 
 
 @dataclass
