@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -178,6 +178,7 @@ class _Snapshots:
     n_blocks: int
     sorted_ids: np.ndarray
     sorted_blocks: np.ndarray
+    _last: tuple[int, dict] | None = field(default=None, repr=False)  # θ_t is read for Δ and then to stitch
 
     @classmethod
     def open(cls, ctx, source: Snapshots) -> "_Snapshots":
@@ -207,7 +208,9 @@ class _Snapshots:
         return np.where(self.sorted_ids[pos] == query, self.sorted_blocks[pos], -1)
 
     def model(self, j: int) -> dict:
-        return self.source.block(j)["model"]
+        if self._last is None or self._last[0] != j:
+            self._last = (j, self.source.block(j)["model"])
+        return self._last[1]
 
     def check_final(self, original: torch.nn.Module) -> dict:
         """The model to unlearn must be θ_B of this run, or stitching adds the wrong updates; returns θ_B."""
