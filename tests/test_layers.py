@@ -22,6 +22,7 @@ LAYERS = {
     **dict.fromkeys(("harness", "api", "certificate", "backdoor_runs"), 4),
     "cli": 5,
     "__init__": 6,  # the package's public face re-exports from every layer
+    "__main__": 6,  # python -m obliviate: the CLI
 }
 
 

@@ -6,6 +6,7 @@ one); here each loss is scripted, so every path is taken on every run.
 from __future__ import annotations
 
 import json
+import os
 import types
 from collections import Counter
 from pathlib import Path
@@ -197,3 +198,40 @@ def test_real_ray_errors_are_told_apart():
     # a task whose argument's owner died: Ray wraps the loss in a RayTaskError (seen under load)
     wrapped = ex.RayTaskError("_remote_run", "Traceback ...", ex.OwnerDiedError("ab" * 14, "", ""))
     assert ray_lost(ray, wrapped) and ray_lost(ray, wrapped.as_instanceof_cause())
+
+
+class _InitSetsAuth:
+    """A Ray whose local ``init`` turns token authentication on for the whole process, as Ray 2.60 does."""
+
+    def __init__(self):
+        self.up = False
+
+    def is_initialized(self):
+        return self.up
+
+    def init(self, **kw):
+        self.up, self.kw = True, kw
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+    def shutdown(self):
+        self.up = False
+
+
+def test_local_ray_leaves_the_process_auth_settings_as_it_found_them(monkeypatch):
+    """A later bench that joins a cluster without token auth must not speak it (its objects would be
+    unreachable: OwnerDiedError on every run); one that was asked for stays asked for."""
+    from obliviate.harness.executor import _ray_session
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    fake = _InitSetsAuth()
+    with _ray_session(fake, None, 2):
+        assert fake.kw["num_cpus"] == 2 and fake.up
+    assert not fake.up and "RAY_AUTH_MODE" not in os.environ
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    with _ray_session(fake, None, None):
+        pass
+    assert os.environ["RAY_AUTH_MODE"] == "disabled"
+    fake.up = True  # the caller's own Ray: joined, not shut down
+    with _ray_session(fake, "auto", None):
+        pass
+    assert fake.up

@@ -105,13 +105,7 @@ def run_ray(tasks: list[Task], store_path: Path, work: Path, device: str | None 
     """
     ray = import_ray()
     store_path, work = Path(store_path).resolve(), Path(work).resolve()
-    started_here = False
-    if not ray.is_initialized():
-        kw = {"address": address} if address else {"num_cpus": workers} if workers else {}
-        ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}} if not address else None, **kw)
-        started_here = True
-    try:
+    with _ray_session(ray, address, workers):
         gpus = gpus_per_run if gpus_per_run is not None else (1.0 if ray.cluster_resources().get("GPU", 0) else 0.0)
         # Ray retries nothing itself (max_retries=0): it cannot rebuild an object this driver put, it marks
         # an object whose owner a starved raylet could not reach as OwnerDiedError and never retries that,
@@ -121,9 +115,50 @@ def run_ray(tasks: list[Task], store_path: Path, work: Path, device: str | None 
                                                  ("run", _remote_run))}
         with Store(store_path) as store:
             return _drive(ray, fns, _order(tasks), store, work, device, max_retries, on_row)
+
+
+# Ray's settings for token authentication; a local ray.init() (Ray 2.60) sets RAY_AUTH_MODE=token in
+# this process's environment for good when it is unset and a token exists.
+_RAY_AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+@contextlib.contextmanager
+def _ray_session(ray, address: str | None, workers: int | None):
+    """Join the caller's Ray, or start one for this bench and shut it down after, leaving the process
+    as it was found.
+
+    Without the restore, a process that ran a local bench and then joins a cluster (a notebook, a test
+    session) would speak token authentication to nodes that do not: they cannot reach its objects, and
+    every run would fail with OwnerDiedError.
+    """
+    if ray.is_initialized():
+        yield
+        return
+    auth = {k: os.environ.get(k) for k in _RAY_AUTH_VARS}
+    kw = {"address": address} if address else {"num_cpus": workers} if workers else {}
+    ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}} if not address else None, **kw)
+    try:
+        yield
     finally:
-        if started_here:
-            ray.shutdown()
+        ray.shutdown()
+        if any(os.environ.get(k) != v for k, v in auth.items()):
+            _restore_ray_auth(auth)
+
+
+def _restore_ray_auth(auth: dict[str, str | None]) -> None:
+    for k, v in auth.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    try:  # Ray caches the mode in its C++ config and the token in a loader: drop both (as Ray's own tests do)
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+    except (ImportError, AttributeError):  # another Ray version: nothing cached there
+        pass
 
 
 def ray_lost(ray, exc: BaseException) -> bool:
