@@ -20,6 +20,10 @@ from .metrics.backdoor import TriggerPatch, plant_backdoor
 from .training import assign_blocks
 
 IDS_FILE = "backdoor_ids.txt"
+#: What errors call the plan's inputs: the train CLI's flags, or a study's ``backdoor:`` keys.
+CLI_NAMES = {"n": "--plant-backdoor", "target": "--backdoor-target", "block": "--backdoor-block",
+             "blocks": "--blocks B"}
+STUDY_NAMES = {"n": "backdoor n", "target": "backdoor target", "block": "backdoor block", "blocks": "train blocks"}
 
 
 @dataclass(frozen=True)
@@ -44,21 +48,23 @@ class BackdoorPlan:
 
 
 def plan_backdoor(bundle: DataBundle, n: int, target: int, *, seed: int, blocks: int = 0,
-                  block: int | None = None, patch: TriggerPatch | None = None) -> BackdoorPlan:
+                  block: int | None = None, patch: TriggerPatch | None = None,
+                  names: dict[str, str] = CLI_NAMES) -> BackdoorPlan:
     """Choose ``n`` samples of classes other than ``target`` with ``seed``; in block mode (``blocks`` > 0)
-    all from ``block`` (1..blocks, default the middle one) of the run's class-stratified assignment."""
+    all from ``block`` (1..blocks, default the middle one) of the run's class-stratified assignment.
+    ``names`` are what the errors call the inputs."""
     if bundle.kind != "image":
-        raise ObliviateError(f"--plant-backdoor needs image data (the trigger is a corner patch); "
+        raise ObliviateError(f"{names['n']} needs image data (the trigger is a corner patch); "
                              f"{bundle.name!r} is {bundle.kind}")
     if not 0 <= target < bundle.num_classes:
-        raise ObliviateError(f"--backdoor-target {target} out of range: {bundle.name!r} has classes "
+        raise ObliviateError(f"{names['target']} {target} out of range: {bundle.name!r} has classes "
                              f"0..{bundle.num_classes - 1}")
     if block is not None and not blocks:
-        raise ObliviateError("--backdoor-block needs block-incremental training (--blocks B)")
+        raise ObliviateError(f"{names['block']} needs block-incremental training ({names['blocks']})")
     if blocks and block is None:
         block = blocks // 2 + 1
     if block is not None and not 1 <= block <= blocks:
-        raise ObliviateError(f"--backdoor-block {block} out of range: the run has blocks 1..{blocks}")
+        raise ObliviateError(f"{names['block']} {block} out of range: the run has blocks 1..{blocks}")
     y = bundle.train.y.cpu().numpy()
     pool = y != target  # a target-class sample relabelled to its own class teaches nothing
     where = "the training set"
@@ -66,7 +72,7 @@ def plan_backdoor(bundle: DataBundle, n: int, target: int, *, seed: int, blocks:
         pool &= assign_blocks(bundle.train, blocks, seed) == block - 1
         where = f"block {block} of {blocks}"
     if not 1 <= n <= int(pool.sum()):
-        raise ObliviateError(f"--plant-backdoor {n}: choose 1..{int(pool.sum())} samples ({where} holds "
+        raise ObliviateError(f"{names['n']} {n}: choose 1..{int(pool.sum())} samples ({where} holds "
                              f"{int(pool.sum())} of classes other than {target})")
     chosen = np.random.default_rng(seed).choice(bundle.train.ids.cpu().numpy()[pool], n, replace=False)
     return BackdoorPlan(int(target), tuple(sorted(map(int, chosen))), block, patch or TriggerPatch())

@@ -27,6 +27,7 @@ from typing import Any, Iterator
 
 import torch
 
+from ..backdoor_runs import STUDY_NAMES, plan_backdoor, poisoned
 from ..data import DataBundle, DataSpec, ForgetRequest, load_data
 from ..env import now_iso, pick_device, versions
 from ..errors import ObliviateError
@@ -37,7 +38,7 @@ from ..models import model_for
 from ..training import TrainConfig, finish_run, open_run, train
 from ..training.checkpoint import RUN_FILE
 from .store import KEY_METRICS, Store
-from .study import REFERENCE_METHODS, Study
+from .study import PLANT_BACKDOOR, REFERENCE_METHODS, Study
 
 ORIGINALS, RETRAINS, RUNS, LOCKS = "originals", "retrains", "runs", "locks"
 
@@ -108,13 +109,37 @@ class Plan:
 def _load_bundle_cached(spec_json: str) -> DataBundle:
     import json
 
-    return load_data(DataSpec.from_dict(json.loads(spec_json)))
+    spec = json.loads(spec_json)
+    return with_backdoor(load_data(DataSpec.from_dict(spec)), spec)
+
+
+def with_backdoor(bundle: DataBundle, spec: dict) -> DataBundle:
+    """``bundle`` with the backdoor its study data set asks for planted (the same samples and trigger on
+    every node and every read: the plan is seeded); unchanged without one."""
+    plant = spec.get(PLANT_BACKDOOR)
+    if not plant:
+        return bundle
+    return poisoned(bundle, plan_backdoor(bundle, plant["n"], plant["target"], seed=plant["seed"],
+                                          names=STUDY_NAMES))
 
 
 def load_bundle(spec: dict) -> DataBundle:
+    """A study data set's data, with its backdoor planted when the study asks for one."""
     import json
 
     return _load_bundle_cached(json.dumps(spec, sort_keys=True))
+
+
+def forget_request(request: dict, bundle: DataBundle, seed: int) -> ForgetRequest:
+    """A study request on one data set: ``backdoor: true`` becomes the ids that data set's backdoor poisoned."""
+    request = {**request, "seed": seed}
+    if request.pop("backdoor", False):
+        planted = bundle.spec.get("backdoor") if isinstance(bundle.spec, dict) else None
+        if not planted:
+            raise ObliviateError(f"a backdoor request needs a data set with a backdoor ({bundle.name!r} has "
+                                 "none): give the data set backdoor: {n: samples, target: class}")
+        request["ids"] = list(planted["ids"])
+    return ForgetRequest.from_dict(request)
 
 
 def train_config_for(study: Study, ds, model, seed: int) -> TrainConfig:
@@ -128,10 +153,13 @@ def check_study(study: Study) -> dict[str, DataBundle]:
     bundles: dict[str, DataBundle] = {}
     for ds in study.datasets:
         try:
-            bundles[ds.label] = load_data(DataSpec.from_dict(ds.spec))
+            bundle = load_data(DataSpec.from_dict(ds.spec))
         except ObliviateError as exc:
             raise study.error(ds.path, str(exc)) from None
-        bundle = bundles[ds.label]
+        try:
+            bundle = bundles[ds.label] = with_backdoor(bundle, ds.spec)
+        except ObliviateError as exc:
+            raise study.error(ds.path + ("backdoor",), str(exc)) from None
         for m in study.models:
             try:
                 model_for(m.name, bundle, **m.options)
@@ -145,9 +173,9 @@ def check_study(study: Study) -> dict[str, DataBundle]:
             except ObliviateError as exc:
                 raise study.error(m.path if m.train else ("train",), str(exc)) from None
         for r in study.requests:
-            req = ForgetRequest.from_dict({**r.request, "seed": r.seed if r.seed is not None else study.seeds[0]})
             try:
-                req.resolve(bundle.train, bundle.num_classes)
+                forget_request(r.request, bundle, r.seed if r.seed is not None else study.seeds[0]).resolve(
+                    bundle.train, bundle.num_classes)
             except ObliviateError as exc:
                 raise study.error(r.path, f"on data set {ds.label!r}: {exc}") from None
     for me in study.methods:
@@ -173,7 +201,7 @@ def make_plan(study: Study, bundles: dict[str, DataBundle] | None = None) -> Pla
             for seed in study.seeds:
                 cfg = train_config_for(study, ds, m, seed)
                 for r in study.requests:
-                    req = ForgetRequest.from_dict({**r.request, "seed": r.seed if r.seed is not None else seed})
+                    req = forget_request(r.request, bundle, r.seed if r.seed is not None else seed)
                     for me in study.methods:
                         if (me.only_models and m.label not in me.only_models) or \
                                 (me.only_requests and r.label not in me.only_requests) or \

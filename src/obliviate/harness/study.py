@@ -34,9 +34,13 @@ REFERENCE_METHODS = ("original", "retrain")
 TOP_KEYS = {"name", "description", "datasets", "models", "train", "requests", "methods", "seeds", "evaluate",
             "published", "device"}
 DATASET_KEYS = {"name", "data_root", "root", "label", "val_fraction", "test_fraction", "train_per_class",
-                "test_per_class", "split_seed", "train"}
+                "test_per_class", "split_seed", "train", "backdoor"}
+BACKDOOR_KEYS = {"n", "target", "seed"}
+#: The data spec key of a data set whose training split carries a planted backdoor (see harness.runner).
+PLANT_BACKDOOR = "plant_backdoor"
 MODEL_KEYS = {"name", "label", "options", "train"}
-REQUEST_KEYS = {"classes", "fraction", "ids", "ids_file", "subset_per_class", "seed", "label"}
+REQUEST_KEYS = {"classes", "fraction", "ids", "ids_file", "backdoor", "subset_per_class", "seed", "label"}
+REQUEST_WHAT = ("classes", "fraction", "ids", "ids_file", "backdoor")
 METHOD_KEYS = {"name", "label", "params", "models", "requests", "datasets"}
 EVAL_KEYS = {"relearn", "figures", "keep_models"}
 PUBLISHED_KEYS = {"dataset", "model", "request", "method", "metric", "value", "source", "note"}
@@ -325,10 +329,29 @@ def _parse_datasets(doc: Located, d: dict, study_dir: Path, data_roots: dict[str
                         ("test_per_class", int), ("split_seed", int)):
             if e.get(k) is not None:
                 spec[k] = _expect(doc, p + (k,), e[k], kind, "a number" if kind is float else "an integer")
+        if e.get("backdoor") is not None:
+            spec[PLANT_BACKDOOR] = _parse_backdoor(doc, p + ("backdoor",), e["backdoor"])
         label = _path_label(doc, p, e)
         datasets.append(DatasetEntry(label, spec, _check_train(doc, p + ("train",), e.get("train")), p))
     _unique(doc, [x.label for x in datasets], [x.path for x in datasets], "data set")
     return datasets
+
+
+def _parse_backdoor(doc: Located, p: tuple, e: Any) -> dict:
+    """``backdoor: {n, target, seed}``: poison n training samples of other classes with a trigger that
+    teaches ``target`` (chosen with ``seed``, default 0), so a ``backdoor: true`` request can delete them."""
+    _expect(doc, p, e, dict, "a mapping {n: samples to poison, target: class, seed: optional}")
+    _unknown_keys(doc, p, e, BACKDOOR_KEYS, "backdoor")
+    for k in ("n", "target"):
+        if k not in e:
+            raise doc.error(p, f"backdoor needs {k}: (n: how many training samples carry the trigger, "
+                               "target: the class it teaches)")
+    plan = {k: _expect(doc, p + (k,), e[k], int, "an integer") for k in ("n", "target")}
+    plan["seed"] = _expect(doc, p + ("seed",), e.get("seed", 0), int, "an integer")
+    if plan["n"] < 1 or plan["target"] < 0 or plan["seed"] < 0:
+        k = "n" if plan["n"] < 1 else "target" if plan["target"] < 0 else "seed"
+        raise doc.error(p + (k,), f"backdoor {k} must be >= {1 if k == 'n' else 0}, got {plan[k]}")
+    return plan
 
 
 def _parse_models(doc: Located, d: dict) -> list[ModelEntry]:
@@ -346,7 +369,7 @@ def _parse_requests(doc: Located, d: dict, study_dir: Path) -> list[RequestEntry
     _expect(doc, ("requests",), d["requests"], list, "a list of forget requests")
     for i, e in enumerate(d["requests"]):
         p = ("requests", i)
-        _expect(doc, p, e, dict, "a mapping with classes:, fraction: or ids:")
+        _expect(doc, p, e, dict, "a mapping with classes:, fraction:, ids: or backdoor: true")
         _unknown_keys(doc, p, e, REQUEST_KEYS, "request")
         req = _request_what(doc, p, e, study_dir)
         if e.get("subset_per_class") is not None:
@@ -364,11 +387,17 @@ def _parse_requests(doc: Located, d: dict, study_dir: Path) -> list[RequestEntry
 
 
 def _request_what(doc: Located, p: tuple, e: dict, study_dir: Path) -> dict[str, Any]:
-    """What a request forgets: exactly one of classes, fraction, ids or an ids file (read here)."""
-    given = [k for k in ("classes", "fraction", "ids", "ids_file") if e.get(k) is not None]
+    """What a request forgets: exactly one of classes, fraction, ids, an ids file (read here), or the
+    samples its data set's backdoor poisoned (resolved per data set when the study is planned)."""
+    given = [k for k in REQUEST_WHAT if e.get(k) is not None]
     if len(given) != 1:
-        raise doc.error(p, "a request takes exactly one of classes:, fraction:, ids: or ids_file: "
+        raise doc.error(p, "a request takes exactly one of classes:, fraction:, ids:, ids_file: or backdoor: true "
                            f"(got {', '.join(given) or 'none'})")
+    if "backdoor" in given:
+        if _expect(doc, p + ("backdoor",), e["backdoor"], bool, "true") is not True:
+            raise doc.error(p + ("backdoor",), "backdoor: true forgets the samples the data set's backdoor "
+                                               "poisoned; leave the key out otherwise")
+        return {"backdoor": True}
     if "classes" in given:
         cl = e["classes"] if isinstance(e["classes"], list) else [e["classes"]]
         for j, c in enumerate(cl):
@@ -393,6 +422,8 @@ def _request_what(doc: Located, p: tuple, e: dict, study_dir: Path) -> dict[str,
 
 
 def _request_label(req: dict) -> str:
+    if req.get("backdoor"):
+        return "backdoor"
     if "classes" in req:
         return ("class " if len(req["classes"]) == 1 else "classes ") + ",".join(map(str, req["classes"]))
     if "fraction" in req:

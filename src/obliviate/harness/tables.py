@@ -44,10 +44,11 @@ METRICS: dict[str, MetricInfo] = {
     "speedup_vs_fast_retrain": MetricInfo("speed-up × fast-retrain", HIGHER),
     "peak_gpu_memory_mb": MetricInfo("peak GPU MB", LOWER),
     "test_acc_ratio_to_retrain": MetricInfo("test acc / retrain's", CLOSEST, True),
+    "backdoor_asr": MetricInfo("backdoor ASR", CLOSEST, True),
 }
 
 #: Columns of the headline comparison table (those present are shown, in this order).
-HEADLINE = ("forget_acc", "retain_acc", "test_acc", "test_forget_acc", "test_retain_acc", "mia_*_gap",
+HEADLINE = ("forget_acc", "retain_acc", "test_acc", "test_forget_acc", "test_retain_acc", "backdoor_asr", "mia_*_gap",
             "js_to_retrained", "activation_distance", "zrf", "relearn_ain", "weight_distance_to_retrained",
             "seconds", "speedup_vs_retrain", "speedup_vs_fast_retrain")
 GROUP = ["study", "dataset", "model", "request"]
