@@ -152,14 +152,15 @@ def test_fcalb_distillation_keeps_more_of_the_kept_classes_and_forgets(digits, d
     """Measured on digits, D_sub 40 per class, 3 seeds (kept-class test accuracy, forget test accuracy):
     plain cross-entropy 0.978-0.984 / 0.38-0.68, distillation 0.9 0.988-0.991 / 0.00-0.08. With the
     cosine schedule the masked teacher is also what finishes the forgetting on this small model; on full
-    Fashion-MNIST it raised kept-class accuracy from 93.3 to 94.0 % (see FCALBParams)."""
+    Fashion-MNIST it raised kept-class accuracy from 93.3 to 94.0 % (see FCALBParams). Measured at 3 epochs
+    (9 steps here), so ``min_steps`` is off: 64 steps of either loss forget the class and keep 0.99."""
     request = ForgetRequest.for_classes(3, subset_per_class=40)
     keep = digits.test.subset((digits.test.y != 3).nonzero().flatten())
     forget = digits.test.subset((digits.test.y == 3).nonzero().flatten())
     plain, distilled = [], []
     for seed in (0, 1, 2):
         for w, out in ((0.0, plain), (0.9, distilled)):
-            model, _ = unlearn(digits_model, digits, request, "fcalb", params={"distill": w}, seed=seed)
+            model, _ = unlearn(digits_model, digits, request, "fcalb", params={"distill": w, "min_steps": 0}, seed=seed)
             out.append((accuracy(model, keep), accuracy(model, forget)))
     assert all(d[0] > p[0] for p, d in zip(plain, distilled)), (plain, distilled)
     assert max(d[1] for d in distilled) <= 0.15 and np.mean([p[1] for p in plain]) > 0.2, (plain, distilled)

@@ -139,16 +139,20 @@ def run_epochs(model: torch.nn.Module, stream: BatchStream, loss_fn: LossFn, opt
 
 def fine_tune(model: torch.nn.Module, data, loss_fn: LossFn | None = None, *, epochs: float = 1,
               batch_size: int = 128, optim: OptimConfig | None = None, augment: str = "none", seed: int = 0,
-              grad_hook=None, description: str = "fine-tune", params=None, max_steps: int | None = None) -> int:
+              grad_hook=None, description: str = "fine-tune", params=None, max_steps: int | None = None,
+              min_steps: int = 0) -> int:
     """Fine-tune ``model`` on ``data`` (an ``ArrayData``) with ``loss_fn`` (default: cross-entropy).
 
     The shared helper every unlearning method uses; ``epochs`` may be fractional (a part-epoch is cut
-    by ``max_steps``). Returns the number of optimiser steps taken.
+    by ``max_steps``). ``min_steps`` runs more epochs where ``epochs`` passes over small data would be
+    too few optimiser steps. Returns the number of optimiser steps taken.
     """
     optim = optim or OptimConfig(optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="constant")
     stream = BatchStream(data, batch_size, shuffle=True, augment=augment, seed=seed)
-    whole = max(1, int(-(-epochs // 1)))
     steps = int(round(epochs * len(stream))) if max_steps is None else max_steps
+    whole = max(1, int(-(-epochs // 1)))
+    if min_steps > steps and len(stream):
+        steps, whole = min_steps, max(whole, -(-min_steps // len(stream)))
     opt = make_optimizer(params if params is not None else model.parameters(), optim)
     sched = make_scheduler(opt, optim, min(steps, whole * len(stream)))
     return run_epochs(model, stream, loss_fn or cross_entropy(), opt, sched, epochs=whole, grad_hook=grad_hook,
