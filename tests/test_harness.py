@@ -353,3 +353,30 @@ def test_demo_command_reports_each_method_and_ends_with_the_report_path(tmp_path
     assert any("[1/2] retrain: done" in x for x in lines) and any("[2/2] finetune: done" in x for x in lines)
     assert lines[-1].startswith(f"report: {tmp_path / 'demo' / 'report.html'}")
     assert (tmp_path / "demo" / "report.html").is_file()
+
+
+# ------------------------------------------------------------------ rows made with older parameters
+def test_results_leave_out_rows_made_with_older_parameters(tiny_store, tmp_path):
+    """After an upgrade changes a default, a re-run adds rows under new keys; the old ones stay in the store.
+    Tables show the study as it resolves now, one row per method label, and say what they left out."""
+    import shutil
+
+    from obliviate.harness.report import write_report
+
+    _, store, _ = tiny_store
+    copy = tmp_path / "store.sqlite"
+    shutil.copy(store, copy)
+    with Store(copy) as st:
+        old = next(r for r in st.rows("tiny") if r["method"] == "finetune")
+        st.put({**old, "key": "0ld" + old["key"][3:], "params": {**old["params"], "lr": 0.5},
+                "metrics": {**old["metrics"]}})
+    r = CliRunner().invoke(app, ["results", "--store", str(copy), "--study", "tiny", "--all"])
+    assert r.exit_code == 0, r.output
+    assert "4 finished runs and 1 made with older parameters (not shown" in " ".join(r.output.split())
+    assert "older params" not in r.output
+    r = CliRunner().invoke(app, ["results", "--store", str(copy), "--study", "tiny", "--older", "--all"])
+    assert r.exit_code == 0 and "finetune (older params)" in r.output, r.output
+    r = CliRunner().invoke(app, ["results", "--store", str(copy), "--study", "tiny", "--format", "csv", "--raw"])
+    assert r.exit_code == 0 and len(pd.read_csv(__import__("io").StringIO(r.stdout))) == 4
+    html_path, _ = write_report(copy, tmp_path / "report", "tiny")
+    assert "1 made with older parameters left out" in html_path.read_text()

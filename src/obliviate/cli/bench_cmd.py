@@ -120,11 +120,13 @@ def results_command(
     out: Optional[Path] = typer.Option(None, "--out", help="file for csv/parquet (csv default: stdout)"),
     raw: bool = typer.Option(False, "--raw", help="one line per seed instead of mean ± std"),
     all_metrics: bool = typer.Option(False, "--all", help="table: every metric, not only the headline ones"),
+    older: bool = typer.Option(False, "--older", help="also the runs made with other parameters than the study's "
+                                                      "methods have now (an upgrade changed a default), marked"),
 ) -> None:
     """Show or export a study's results: mean ± std over seeds per (data set, model, request, method)."""
     if ctx.invoked_subcommand:  # `results merge`: the options above belong to showing results
         return
-    from ..harness.tables import aggregate, rows_frame  # pandas: loaded only to show results
+    from ..harness.tables import aggregate, mark_older, rows_frame, split_current  # pandas: only to show results
 
     if format not in ("table", "csv", "parquet"):
         raise ObliviateError(f"unknown format {format!r}; choose table, csv or parquet")
@@ -136,9 +138,15 @@ def results_command(
         name = pick_study(st, study)
         rows = st.rows(name)
         n_failed = len(st.rows(name, status="failed"))
+        info = next((s for s in st.studies() if s["name"] == name), {})
     if not rows:
         raise ObliviateError(f"study {name!r} has no finished run in {store}")
+    rows, stale = split_current(rows, info.get("text"), info.get("file"))
     source = f"study {name!r} from {store}: {len(rows)} finished runs"
+    if stale:
+        source += (f" and {len(stale)} made with older parameters" + (", marked" if older else
+                   " (not shown; --older shows them)"))
+        rows += mark_older(stale) if older else []
     if format == "csv" and out is None:  # stdout is the CSV: say where it came from on stderr
         err_console.print(source, highlight=False)
     else:

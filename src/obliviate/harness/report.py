@@ -27,7 +27,7 @@ from .plotting import png as _png
 from .scaling import cost_slopes, plot_cost_vs_size, plot_quality_vs_subset, slope_table
 from .store import Store, pick_study
 from .study import REFERENCE_METHODS
-from .tables import aggregate, best_rows, fmt, headline_metrics, info
+from .tables import aggregate, best_rows, fmt, headline_metrics, info, split_current
 
 #: Figures ``evaluate`` writes into each run's folder, by file-name fragment → section title.
 RUN_FIGURES = (
@@ -357,6 +357,7 @@ def write_report(store_path: str | Path, out_dir: str | Path, study: str | None 
         info_ = next((s for s in st.studies() if s["name"] == name), {"published": [], "file": "", "text": ""})
     if not rows:
         raise ObliviateError(f"study {name!r} has no finished run in {store_path}: nothing to report")
+    rows, stale = split_current(rows, info_.get("text"), info_.get("file"))  # one row per method label
     sections = build_sections(rows, info_.get("published") or [])
     versions = (rows[0].get("record") or {}).get("versions", {})
     description = ""
@@ -367,8 +368,9 @@ def write_report(store_path: str | Path, out_dir: str | Path, study: str | None 
     except Exception:  # the report must not fail on a study text it only quotes
         pass
     seeds = sorted({r["seed"] for r in rows})
+    left_out = f"; {len(stale)} made with older parameters left out" if stale else ""
     meta = (f"{html.escape(description)}<br>" if description else "") + \
-        f"{len(rows)} finished runs ({len(failed)} failed), seeds {', '.join(map(str, seeds))}; " \
+        f"{len(rows)} finished runs ({len(failed)} failed{left_out}), seeds {', '.join(map(str, seeds))}; " \
         f"store <code>{html.escape(str(store_path))}</code>; study file <code>{html.escape(info_.get('file') or '?')}" \
         f"</code>; written {now_iso()} by obliviate {html.escape(versions.get('obliviate', ''))}"
     title = f"obliviate study: {name}"

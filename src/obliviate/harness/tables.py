@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .study import REFERENCE_METHODS
+from .study import REFERENCE_METHODS, parse_study
 
 HIGHER, LOWER, CLOSEST, ABS_LOWER, NONE = "higher", "lower", "closest to retrain", "closest to 0", "none"
 
@@ -63,6 +63,42 @@ def info(metric: str) -> MetricInfo:
     if metric.startswith("mia_"):
         return MetricInfo(metric[4:].replace("_", " ") + " MIA", CLOSEST, True)
     return MetricInfo(metric.replace("_", " "), NONE)
+
+
+OLDER = " (older params)"
+
+
+def split_current(rows: list[dict], study_text: str | None, study_file: str = "<study>") -> tuple[list[dict],
+                                                                                                 list[dict]]:
+    """(rows made with the parameters the study's methods resolve to now, rows made with others).
+
+    Defaults change with obliviate (an upgrade) and entries with the study file; the store keeps the
+    earlier rows (their run keys differ), so a table would show two rows under one method label. Rows of
+    a label the study no longer has, and all rows when its text cannot be read, count as current.
+    """
+    import dataclasses
+    import json
+
+    from ..methods import METHODS, load_all, resolve_params
+
+    def canon(params) -> str:
+        return json.dumps(params or {}, sort_keys=True)
+
+    try:
+        load_all()
+        current = {me.label: canon({} if me.name in REFERENCE_METHODS and not me.params else
+                                   dataclasses.asdict(resolve_params(METHODS[me.name](), me.params)))
+                   for me in parse_study(study_text or "", study_file or "<study>").methods}
+    except Exception:  # a study text this version cannot plan (a method gone, a file moved): show everything
+        return rows, []
+    older = [r for r in rows if r["method"] in current and canon(r.get("params")) != current[r["method"]]]
+    old_ids = {id(r) for r in older}
+    return [r for r in rows if id(r) not in old_ids], older
+
+
+def mark_older(rows: list[dict]) -> list[dict]:
+    """Rows made with other parameters than the study's current ones, labelled so in tables."""
+    return [{**r, "method": r["method"] + OLDER} for r in rows]
 
 
 def rows_frame(rows: list[dict]) -> pd.DataFrame:
