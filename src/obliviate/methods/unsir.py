@@ -62,12 +62,14 @@ class UNSIR(Method):
           cosine repair 92.5; + impair 5e-3 93.3; + repair distillation from the masked original
           (``repair_distill`` 0.5) 93.7 / 95.3 — 0.6 / 0.35 points below retrain, forget 0.0 % on train and
           test. Distillation 0.9 gave the same; 4 repair epochs the same as 6 (23 vs 33 s), so 4.
-          D_sub 500 / 250 per class: 93.2 / 92.5 (class 0). Seeds 0–2 with these defaults (benchmarks/README.md):
+          D_sub 500 / 250 per class: 93.2 / 92.5 (class 0). Seeds 0–2 with that recipe (benchmarks/README.md):
           −0.4 ± 0.3 / −0.4 ± 0.3 points vs retrain at 6–7× its speed; small-CNN slice −0.9 / −2.3.
         * the small-CNN slice (D_sub 200/class, seeds 0–2, 2026-11-29): 4 repair epochs there are ~30 steps.
           ``repair_min_steps`` 48 (~6 epochs there; nothing changes at full data, 144 steps) −2.2 → −1.5 points
           (classes 0+2); with impair Adam 2e-3 −1.1 (class 0: −1.0 → −0.4), forget 0.0 %. At full data (seed 0)
           impair 2e-3 kept forget at 0.0 % and gave 93.8 / 95.4 against 5e-3's 93.7 / 95.1, so 2e-3.
+          Seeds 0–2 with the current defaults: full data −0.2 ± 0.4 / −0.1 ± 0.3 points at 7–8× retrain;
+          D_sub 250 per class −0.6 ± 0.3 at 22× (benchmarks/README.md).
         ``preset=paper`` restores the notebook's Adam 0.02 / 0.01 and one repair epoch (forgets, retain
         0.70–0.89 on these models); ``preset=notebook`` also its train-mode noise optimisation and no
         recalibration (its noise is N(0, 1) where its network's first layer sees it: the notebook normalised the
