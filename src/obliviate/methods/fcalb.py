@@ -169,8 +169,9 @@ class FCALBParams:
     Seeds 0–2 with these defaults (benchmarks/README.md): −0.2 ± 0.2 / −0.0 ± 0.3 points vs retrain at 6–7× its
     speed; small-CNN slice −0.4 / −1.0.
     ``min_steps``: 3 epochs over a small D_sub are few steps (small-CNN slice, D_sub 200/class: ~42); at least
-    64 (5 epochs there) took the slice from −0.4 / −1.3 to −0.3 / −0.9 points (seeds 0–2, 2026-11-29) and
-    changes nothing at full data (3 epochs over 9,000 are 211 steps).
+    64 (5 epochs there) took the slice from −0.4 / −1.3 to −0.3 / −0.9 points (seeds 0–2, 2026-11-29; in the
+    benchmark study −0.4 / −1.0 → −0.5 / −0.8, at 9–12 s instead of ~6) and changes nothing at full data
+    (3 epochs over 9,000 are 211 steps).
     The two belong together: on digits (D_sub 40 per class) the cosine schedule with plain cross-entropy
     left the class at 0.38–0.68 test accuracy, with distillation 0.9 at 0.00–0.08 — the masked teacher
     lowers p(c) on every retained input, which finishes the forgetting the feature constraint starts.
