@@ -370,10 +370,13 @@ def test_results_leave_out_rows_made_with_older_parameters(tiny_store, tmp_path)
         old = next(r for r in st.rows("tiny") if r["method"] == "finetune")
         st.put({**old, "key": "0ld" + old["key"][3:], "params": {**old["params"], "lr": 0.5},
                 "metrics": {**old["metrics"]}})
+        for row in [r for r in st.rows("tiny") if r["method"] == "retrain"]:  # stored last, as after a re-run
+            st.put(row)
     r = CliRunner().invoke(app, ["results", "--store", str(copy), "--study", "tiny", "--all"])
     assert r.exit_code == 0, r.output
     assert "4 finished runs and 1 made with older parameters (not shown" in " ".join(r.output.split())
     assert "older params" not in r.output
+    assert r.output.index("│ retrain") < r.output.index("│ finetune")  # the study's order, not the store's
     r = CliRunner().invoke(app, ["results", "--store", str(copy), "--study", "tiny", "--older", "--all"])
     assert r.exit_code == 0 and "finetune (older params)" in r.output, r.output
     r = CliRunner().invoke(app, ["results", "--store", str(copy), "--study", "tiny", "--format", "csv", "--raw"])

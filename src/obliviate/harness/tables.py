@@ -70,7 +70,8 @@ OLDER = " (older params)"
 
 def split_current(rows: list[dict], study_text: str | None, study_file: str = "<study>") -> tuple[list[dict],
                                                                                                  list[dict]]:
-    """(rows made with the parameters the study's methods resolve to now, rows made with others).
+    """(rows made with the parameters the study's methods resolve to now, in the study's method order;
+    rows made with others).
 
     Defaults change with obliviate (an upgrade) and entries with the study file; the store keeps the
     earlier rows (their run keys differ), so a table would show two rows under one method label. Rows of
@@ -92,8 +93,9 @@ def split_current(rows: list[dict], study_text: str | None, study_file: str = "<
     except Exception:  # a study text this version cannot plan (a method gone, a file moved): show everything
         return rows, []
     older = [r for r in rows if r["method"] in current and canon(r.get("params")) != current[r["method"]]]
-    old_ids = {id(r) for r in older}
-    return [r for r in rows if id(r) not in old_ids], older
+    old_ids, order = {id(r) for r in older}, {label: i for i, label in enumerate(current)}
+    kept = sorted((r for r in rows if id(r) not in old_ids), key=lambda r: order.get(r["method"], len(order)))
+    return kept, older
 
 
 def mark_older(rows: list[dict]) -> list[dict]:
