@@ -15,7 +15,11 @@ forgotten class in their few steps, so the default is the ``small`` recipe with 
 authors' Adam lr 5e-4. Measured on the demo's CNN (Fashion-MNIST, 1,000 per class, 8 epochs): class 0
 forget 0.00, test-retain 0.869 → 0.813 at lr 5e-4 (0.790 at 1e-3); classes 0+2: 0.873 → 0.745 (0.553 at
 1e-3); the ``large`` preset forgot too but fell to 0.44 / 0.13. On large forget sets SCRUB's max-steps
-cost retain accuracy here; the msteps/epochs knobs are the place to tune.
+cost retain accuracy here; the msteps/epochs knobs are the place to tune. Tried on the benchmark slice
+(1,000 per class, classes 0+2, seeds 0–2, 2026-11-29; test-retain vs retrain, test-forget): defaults −18.9
+points / 0 %; msteps 2 −8.2 / 0–0.7 %; forget batch 128 with msteps 5 −7.3 / 0 %; forget batch 128 −2.8 but
+8–16 % left; msteps 1 28 % left. Every setting that forgets the classes costs 7+ points here, so the
+defaults stay the authors'.
 """
 from __future__ import annotations
 
