@@ -227,8 +227,8 @@ def test_cli_reports_study_error_on_one_line_and_dry_run_lists_runs(tmp_path):
 
 
 def test_shipped_studies_parse():
-    files = sorted((REPO / "studies").glob("*.yaml"))
-    assert any(f.name == "quick.yaml" for f in files)
+    files = sorted((REPO / "studies").glob("*.yaml")) + sorted((REPO / "benchmarks").glob("*.yaml"))
+    assert any(f.name == "quick.yaml" for f in files) and any(f.name == "backdoor-fmnist-full.yaml" for f in files)
     for f in files:
         s = load_study(f)
         assert s.methods and s.requests and s.datasets
