@@ -33,12 +33,13 @@ from ..env import now_iso, pick_device, versions
 from ..errors import ObliviateError
 from ..io import config_hash, write_json
 from ..methods import METHODS, get_method, load_all, resolve_params, unlearn
+from ..metrics.backdoor import backdoor_info
 from ..metrics.evaluate import evaluate
 from ..models import model_for
 from ..training import TrainConfig, finish_run, open_run, train
 from ..training.checkpoint import RUN_FILE
 from .store import KEY_METRICS, Store
-from .study import PLANT_BACKDOOR, REFERENCE_METHODS, Study
+from .study import PLANT_BACKDOOR, REFERENCE_METHODS, MethodEntry, Study
 
 ORIGINALS, RETRAINS, RUNS, LOCKS = "originals", "retrains", "runs", "locks"
 
@@ -134,7 +135,7 @@ def forget_request(request: dict, bundle: DataBundle, seed: int) -> ForgetReques
     """A study request on one data set: ``backdoor: true`` becomes the ids that data set's backdoor poisoned."""
     request = {**request, "seed": seed}
     if request.pop("backdoor", False):
-        planted = bundle.spec.get("backdoor") if isinstance(bundle.spec, dict) else None
+        planted = backdoor_info(bundle)
         if not planted:
             raise ObliviateError(f"a backdoor request needs a data set with a backdoor ({bundle.name!r} has "
                                  "none): give the data set backdoor: {n: samples, target: class}")
@@ -179,21 +180,32 @@ def check_study(study: Study) -> dict[str, DataBundle]:
             except ObliviateError as exc:
                 raise study.error(r.path, f"on data set {ds.label!r}: {exc}") from None
     for me in study.methods:
-        if me.name in REFERENCE_METHODS and me.name not in _registered():
+        if me.name in REFERENCE_METHODS and me.name not in registered_methods():
             continue
         get_method(me.name)
     return bundles
 
 
-def _registered() -> set[str]:
+def registered_methods() -> set[str]:
+    """Every method name the registry holds, once all method modules are imported."""
     load_all()
     return set(METHODS)
+
+
+def is_reference(me: MethodEntry, registered: set[str]) -> bool:
+    """Whether a study's method entry is the harness's own reference row (original, or retrain as-is)."""
+    return me.name in REFERENCE_METHODS and (not me.params or me.name not in registered)
+
+
+def entry_params(me: MethodEntry, registered: set[str]) -> dict[str, Any]:
+    """The parameters a study's method entry runs with (defaults filled in); {} for a reference row."""
+    return {} if is_reference(me, registered) else dataclasses.asdict(resolve_params(METHODS[me.name](), me.params))
 
 
 def make_plan(study: Study, bundles: dict[str, DataBundle] | None = None) -> Plan:
     """Expand datasets × models × seeds × requests × methods into tasks (with data checks)."""
     bundles = bundles if bundles is not None else check_study(study)
-    registered = _registered()
+    registered = registered_methods()
     tasks, skipped = [], []
     for ds in study.datasets:
         bundle = bundles[ds.label]
@@ -207,17 +219,14 @@ def make_plan(study: Study, bundles: dict[str, DataBundle] | None = None) -> Pla
                                 (me.only_requests and r.label not in me.only_requests) or \
                                 (me.only_datasets and ds.label not in me.only_datasets):
                             continue
-                        reference = me.name in REFERENCE_METHODS and (not me.params or me.name not in registered)
-                        params: dict[str, Any] = {}
-                        if not reference:
-                            method = METHODS[me.name]()
-                            if req.kind not in method.request_kinds:
-                                note = f"{me.label} skips {r.label} ({method.name} handles " \
-                                       f"{', '.join(sorted(method.request_kinds))} requests)"
-                                if note not in skipped:
-                                    skipped.append(note)
-                                continue
-                            params = dataclasses.asdict(resolve_params(method, me.params))
+                        reference = is_reference(me, registered)
+                        if not reference and req.kind not in (kinds := METHODS[me.name].request_kinds):
+                            note = f"{me.label} skips {r.label} ({me.name} handles " \
+                                   f"{', '.join(sorted(kinds))} requests)"
+                            if note not in skipped:
+                                skipped.append(note)
+                            continue
+                        params = entry_params(me, registered)
                         tasks.append(Task(study.name, ds.label, dict(ds.spec), bundle.source_hash, m.label,
                                           cfg.to_dict(), r.label, req.to_dict(), me.label, me.name, params, seed,
                                           dict(study.evaluate), reference))

@@ -77,18 +77,16 @@ def split_current(rows: list[dict], study_text: str | None, study_file: str = "<
     earlier rows (their run keys differ), so a table would show two rows under one method label. Rows of
     a label the study no longer has, and all rows when its text cannot be read, count as current.
     """
-    import dataclasses
     import json
 
-    from ..methods import METHODS, load_all, resolve_params
+    from .runner import entry_params, registered_methods
 
     def canon(params) -> str:
         return json.dumps(params or {}, sort_keys=True)
 
     try:
-        load_all()
-        current = {me.label: canon({} if me.name in REFERENCE_METHODS and not me.params else
-                                   dataclasses.asdict(resolve_params(METHODS[me.name](), me.params)))
+        registered = registered_methods()
+        current = {me.label: canon(entry_params(me, registered))
                    for me in parse_study(study_text or "", study_file or "<study>").methods}
     except Exception:  # a study text this version cannot plan (a method gone, a file moved): show everything
         return rows, []
