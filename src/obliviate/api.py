@@ -1,21 +1,27 @@
 """The Python API the CLI is a thin layer over: load a checkpoint, forget, save."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .backdoor_runs import replant
 from .certificate import CERT_FILE, build_certificate, measure_evidence, write_certificate
 from .data import DataBundle, DataSpec, ForgetRequest, load_data
+from .data.user import as_bundle
 from .env import now_iso, pick_device, versions
-from .errors import CheckpointError
+from .errors import CheckpointError, ObliviateError
+from .io import file_sha256
 from .lineage import Lineage, lineage_record, read_lineage
 from .methods import get_method, resolve_params, unlearn
 from .methods.base import FORGOTTEN_ATTR
-from .models import Classifier
+from .models import Classifier, ForeignClassifier
+from .models.foreign import adopt
 from .training import RunDir, TrainConfig, check_output_dir, finish_run, open_run
+from .training.accuracy import accuracy
 
 
 @dataclass
@@ -27,6 +33,7 @@ class Checkpoint:
     train_config: TrainConfig
     run: RunDir
     lineage: Lineage  # the original run and everything forgotten since (empty for a training run)
+    model_class: Any = None  # the user's class, for a run of their own model (rebuilds its root too)
 
     @property
     def path(self) -> Path:
@@ -34,13 +41,21 @@ class Checkpoint:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device | None = None,
-                    data: DataBundle | None = None) -> Checkpoint:
-    """Open a run directory, reload its data set by the recorded spec and check that both match."""
+                    data: DataBundle | None = None, model_class=None) -> Checkpoint:
+    """Open a run directory, reload its data set by the recorded spec and check that both match.
+
+    A run of the user's own model (``import_model``) needs ``model_class``, the user's class: obliviate
+    never imports code named in a run folder by itself. One imported with data given as tensors needs
+    ``data`` (the same tensors, checked by hash)."""
     run = open_run(path)
     rec = run.record
     recorded = rec.get("data")
     if not isinstance(recorded, dict) or not {"spec", "source_hash"} <= recorded.keys() or "model" not in rec:
         raise CheckpointError(f"{run.path}/run.json lacks the data or model record")
+    if data is None and isinstance(recorded["spec"], dict) and recorded["spec"].get("kind") == "user":
+        raise CheckpointError(f"{run.path} was made with data given as tensors: pass the same data (data=...)")
+    if data is not None and not isinstance(data, DataBundle):
+        data = as_bundle(data)
     if data is None:
         try:
             spec = DataSpec.from_dict(recorded["spec"])
@@ -50,14 +65,15 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None,
     if data.source_hash != rec["data"]["source_hash"]:
         raise CheckpointError(f"data set {data.name!r} differs from the one {run.path} was trained on "
                               f"(source hash {data.source_hash[:12]} vs {rec['data']['source_hash'][:12]})")
-    model = run.load_model(pick_device(device))
+    model = run.load_model(pick_device(device), model_class)
     if tuple(model.spec.input_shape) != tuple(data.input_shape) or model.num_classes != data.num_classes:
         raise CheckpointError(f"model in {run.path} expects {tuple(model.spec.input_shape)}/{model.num_classes} "
                               f"classes, data set {data.name!r} has {data.input_shape}/{data.num_classes}")
-    cfg = TrainConfig.from_dict(rec.get("config", {}))
+    config = rec.get("config", {})
+    cfg = TrainConfig.from_dict(config) if config is not None else None  # None: an imported model, no recipe
     lineage = read_lineage(run.path, rec, data.train, data.num_classes)
     setattr(model, FORGOTTEN_ATTR, lineage.forgotten)  # a later unlearn() on this model keeps all of it forgotten
-    return Checkpoint(model, data, cfg, run, lineage)
+    return Checkpoint(model, data, cfg, run, lineage, model_class)
 
 
 def _root_model(ck: Checkpoint, device) -> Classifier | None:
@@ -65,7 +81,7 @@ def _root_model(ck: Checkpoint, device) -> Classifier | None:
     if not ck.lineage.forgotten:
         return None
     try:
-        return open_run(ck.lineage.root).load_model(pick_device(device))
+        return open_run(ck.lineage.root).load_model(pick_device(device), ck.model_class)
     except CheckpointError:
         return None  # unlearn says so if the method needs it
 
@@ -88,7 +104,8 @@ def forget(checkpoint: str | Path | Checkpoint, request: ForgetRequest, method: 
         (out_path / CERT_FILE).unlink(missing_ok=True)  # a stale certificate must never outlive its run
     lineage = lineage_record(ck.path, ck.lineage, getattr(model, FORGOTTEN_ATTR), request, method, out_path)
     record = {"kind": "forget", "original": str(ck.lineage.root), "parent": str(ck.path.resolve()),
-              "data": ck.data.describe(), "model": model.spec.to_dict(), "config": ck.train_config.to_dict(),
+              "data": ck.data.describe(), "model": ck.model.spec.to_dict(),
+              "config": ck.train_config.to_dict() if ck.train_config is not None else None,
               "versions": versions(), "finished": now_iso(), **record, "lineage": lineage}
     if out_path is not None:
         requests = [ForgetRequest.from_dict(r["request"]) for r in lineage["requests"]]
@@ -97,3 +114,33 @@ def forget(checkpoint: str | Path | Checkpoint, request: ForgetRequest, method: 
         cert = build_certificate(out_path, record, ck.path, ck.run.record, evidence, (params or {}).get("preset"))
         record["certificate"] = str(write_certificate(out_path, cert))
     return model, record
+
+
+def import_model(net: torch.nn.Module, data, out: str | Path, *, train_config: TrainConfig | None = None,
+                 weights_file: str | Path | None = None, model_args: dict | None = None, device: str | None = None,
+                 overwrite: bool = False, **model_options) -> Checkpoint:
+    """Bring a model trained outside obliviate under its records: a run folder that ``forget`` can start from.
+
+    ``net`` is the user's classifier with its trained weights; ``data`` its training and test data (a
+    DataBundle from ``load_data`` — e.g. ``image-folder`` or ``arrays`` — or tensors / Datasets). The run
+    records the model's class and constructor ``model_args`` (so it can be rebuilt from that class), the
+    data's hash, the weights file's SHA-256 when given, and ``train_config``: how to retrain this model when
+    a method needs to (``retrain``); without it such methods ask for one.
+    """
+    out_path = check_output_dir(out, overwrite)
+    dev = pick_device(device)
+    model, bundle = adopt(net.to(dev), data, args=model_args, **model_options)
+    if not isinstance(model, ForeignClassifier):
+        raise ObliviateError("import_model is for your own model; an obliviate model is already a run (train --out)")
+    if train_config is not None:
+        train_config = dataclasses.replace(train_config, model=model.spec.name)
+        train_config.validate()
+    weights = ({"file": str(Path(weights_file).resolve()), "sha256": file_sha256(weights_file)}
+               if weights_file is not None else None)
+    record = {"kind": "import", "config": train_config.to_dict() if train_config is not None else None,
+              "data": bundle.describe(), "model": model.spec.to_dict(), "weights": weights, "device": str(dev),
+              "versions": versions(), "finished": now_iso(),
+              "accuracy": {k: accuracy(model, getattr(bundle, k)) for k in ("train", "val", "test")}}
+    run = finish_run(out_path, model, record)
+    lineage = read_lineage(run.path, record, bundle.train, bundle.num_classes)
+    return Checkpoint(model, bundle, train_config, run, lineage, type(net))

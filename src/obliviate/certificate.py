@@ -193,7 +193,7 @@ def _verify_one(res: VerifyResult, run: Path) -> tuple[dict | None, Path | None]
     return cert, (ppath if parent.get("kind") == "forget" else None)
 
 
-def verify(path: str | Path, evidence: bool = False, device: str | None = None) -> VerifyResult:
+def verify(path: str | Path, evidence: bool = False, device: str | None = None, model_class=None) -> VerifyResult:
     """Recompute every hash the certificate chain of ``path`` names, back to the original run.
 
     With ``evidence``, also reload the data set (its source hash must match) and re-measure the
@@ -215,13 +215,13 @@ def verify(path: str | Path, evidence: bool = False, device: str | None = None) 
         cert = cert or c
     if evidence and cert is not None and res.ok:
         try:
-            _verify_evidence(res, run, cert, device)
+            _verify_evidence(res, run, cert, device, model_class)
         except (KeyError, TypeError, AttributeError, ValueError, ObliviateError) as exc:
             res.fail(f"{run}: cannot re-measure the evidence ({type(exc).__name__}: {exc})")
     return res
 
 
-def _verify_evidence(res: VerifyResult, run: Path, cert: dict, device: str | None) -> None:
+def _verify_evidence(res: VerifyResult, run: Path, cert: dict, device: str | None, model_class=None) -> None:
     data = replant(load_data(DataSpec.from_dict(cert["data"]["spec"])), cert["data"]["spec"], run / CERT_FILE)
     if data.source_hash != cert["data"]["source_hash"]:
         res.fail(f"{run}: data set {data.name!r} has source hash {data.source_hash[:12]}, "
@@ -229,7 +229,7 @@ def _verify_evidence(res: VerifyResult, run: Path, cert: dict, device: str | Non
         return
     record = open_run(run).record
     requests = [ForgetRequest.from_dict(r["request"]) for r in record["lineage"]["requests"]]
-    model = open_run(run).load_model(pick_device(device))
+    model = open_run(run).load_model(pick_device(device), model_class)
     now = measure_evidence(model, data, requests, seed=cert["evidence"].get("seed", 0))
     for key, then, value in _differences(cert["evidence"], now):
         res.fail(f"{run}: evidence {key} is {value} now, the certificate says {then}")

@@ -17,6 +17,7 @@ from ..lineage import read_lineage
 from ..metrics.evaluate import METRICS_FILE, evaluate
 from ..training import open_run
 from .app import app, cli_command, console
+from .import_cmd import MODEL_CLASS_HELP, load_user_class
 
 if TYPE_CHECKING:
     from ..data.request import Forgotten
@@ -92,10 +93,13 @@ def evaluate_command(
     seed: int = typer.Option(0, "--seed", min=0,
                              help="seed of every subsample, CV split, relearn order and random model"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1, … (default: cuda if present)"),
+    model_class: Optional[str] = typer.Option(None, "--model-class", help="for runs of your own model "
+                                              "(`obliviate import`): " + MODEL_CLASS_HELP),
 ) -> None:
     """Measure how well an unlearned model forgot and what it cost; writes metrics.json and figures."""
     check_writable_dir(out, "--out")  # before the metrics run: their results must have somewhere to go
-    ck = api.load_checkpoint(original, device)
+    cls = load_user_class(model_class)
+    ck = api.load_checkpoint(original, device, model_class=cls)
     dev = pick_device(device)
     un = open_run(unlearned)
     if un.record.get("kind") != "forget":
@@ -116,8 +120,8 @@ def evaluate_command(
         re = open_run(retrained)
         _check_run("retrained", retrained, re.record, ck)
         _check_reference(retrained, re.record, unlearned, lineage.forgotten, ck)
-        re_model, re_record = re.load_model(dev), re.record
-    metrics = evaluate(ck.model, un.load_model(dev), ck.data, request, retrained=re_model,
+        re_model, re_record = re.load_model(dev, cls), re.record
+    metrics = evaluate(ck.model, un.load_model(dev, cls), ck.data, request, retrained=re_model,
                        unlearn_record=un.record, retrain_record=re_record, out=out, figures=not no_figures,
                        seed=seed, relearn=not no_relearn, earlier=earlier)
     table = Table(title=f"{un.record.get('method', 'unlearned')} · {request.describe()} · {ck.data.name}")

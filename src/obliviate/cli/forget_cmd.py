@@ -15,7 +15,9 @@ from ..errors import RequestError
 from ..methods import list_methods
 from ..methods.base import FORGOTTEN_ATTR
 from ..metrics.accuracy import accuracy
+from ..training import check_output_dir
 from .app import app, cli_command, console, key_values
+from .import_cmd import MODEL_CLASS_HELP, load_user_class
 
 _SUBSET = next(f.default for f in dataclasses.fields(ForgetRequest) if f.name == "subset_per_class")
 
@@ -49,6 +51,8 @@ def forget_command(
                                          help="size of the retain subset D_sub per class"),
     device: Optional[str] = typer.Option(None, "--device"),
     force: bool = typer.Option(False, "--force", help="overwrite a finished run in --out"),
+    model_class: Optional[str] = typer.Option(None, "--model-class", help="for a run of your own model "
+                                              "(`obliviate import`): " + MODEL_CLASS_HELP),
 ) -> None:
     """Make a trained model forget a class, several classes, a fraction or given samples.
 
@@ -56,7 +60,8 @@ def forget_command(
     """
     request = build_request(forget_class, forget_ids, forget_fraction, subset_per_class, seed)
     params = key_values(param, "--param")
-    ck = load_checkpoint(checkpoint, device)
+    check_output_dir(out, force)  # before the checkpoint (and any user code) is loaded
+    ck = load_checkpoint(checkpoint, device, model_class=load_user_class(model_class))
     prior = ck.lineage.forgotten
     model, record = forget(ck, request, method, out=out, params=params, seed=seed, device=device, overwrite=force)
     split = request.resolve(ck.data.train, ck.data.num_classes, prior)

@@ -5,7 +5,8 @@ import importlib
 
 from .app import app
 
-for _module in ("train_cmd", "forget_cmd", "evaluate_cmd", "bench_cmd", "demo_cmd", "history_cmd", "verify_cmd"):
+for _module in ("train_cmd", "forget_cmd", "evaluate_cmd", "bench_cmd", "demo_cmd", "history_cmd", "verify_cmd",
+                "import_cmd"):
     try:
         importlib.import_module(f"{__package__}.{_module}")
     except ModuleNotFoundError as exc:  # a command module not written yet

@@ -9,6 +9,7 @@ from rich.markup import escape
 
 from ..certificate import verify
 from .app import app, cli_command, console, err_console
+from .import_cmd import MODEL_CLASS_HELP, load_user_class
 
 
 @app.command("verify")
@@ -17,9 +18,11 @@ def verify_command(
     run: Path = typer.Argument(..., help="run directory written by `obliviate forget`"),
     evidence: bool = typer.Option(False, "--evidence", help="also reload the data and re-measure the evidence"),
     device: Optional[str] = typer.Option(None, "--device", help="device for --evidence (default: cuda if present)"),
+    model_class: Optional[str] = typer.Option(None, "--model-class", help="--evidence on a run of your own model: "
+                                              + MODEL_CLASS_HELP),
 ) -> None:
     """Check RUN's certificate: weights, run.json, ids file, parent chain (and evidence); exit 1 on any mismatch."""
-    res = verify(run, evidence=evidence, device=device)
+    res = verify(run, evidence=evidence, device=device, model_class=load_user_class(model_class))
     if not res.ok:
         for line in res.problems:
             err_console.print(f"[bold red]mismatch:[/] {escape(line)}", highlight=False, soft_wrap=True)

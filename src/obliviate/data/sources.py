@@ -323,6 +323,114 @@ register_source(SourceInfo("svhn", "SVHN cropped digits (train_32x32.mat/test_32
                            lambda r: _hash_files(_svhn_files(r)), _read_svhn, augment="crop"))
 
 
+# ---------------------------------------------------------------- a user's own data
+def _tree_files(root: Path | None) -> list[Path]:
+    if root is None or not root.is_dir():
+        raise ObliviateError(f"image-folder: --data-root must be a folder holding train/<class>/ (and test/<class>/) "
+                             f"images, got {root}")
+    files = [f for split in ("train", "test") if (root / split).is_dir()
+             for f in (root / split).rglob("*") if f.is_file() and f.suffix.lower() in _IMAGE_EXT]
+    if not files:
+        raise ObliviateError(f"image-folder: no images ({', '.join(sorted(_IMAGE_EXT))}) under {root}/train")
+    return files
+
+
+def _tree_fingerprint(root: Path | None) -> str:
+    h = hashlib.sha256()
+    for f in sorted(_tree_files(root)):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(file_sha256(f).encode())
+    return h.hexdigest()
+
+
+def _read_tree_split(base: Path, classes: list[str] | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """One split of a class-per-folder tree: one image size, grey (1 channel) unless any image has colour."""
+    from PIL import Image, UnidentifiedImageError
+
+    classes = classes or sorted(d.name for d in base.iterdir() if d.is_dir())
+    images, ys = [], []
+    for c, name in enumerate(classes):
+        folder = base / name
+        for f in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if f.is_file() and f.suffix.lower() in _IMAGE_EXT:
+                try:
+                    with Image.open(f) as im:
+                        images.append((f, im.convert("L") if im.mode in ("L", "1", "I;16") else im.convert("RGB")))
+                except (OSError, UnidentifiedImageError, ValueError) as exc:
+                    raise ObliviateError(f"image-folder: cannot read {f}: {exc}") from None
+                ys.append(c)
+    if not images:
+        raise ObliviateError(f"image-folder: no images under {base}/<class>/")
+    sizes = {im.size for _, im in images}
+    if len(sizes) > 1:
+        f, im = next((f, im) for f, im in images if im.size != images[0][1].size)
+        raise ObliviateError(f"image-folder: images differ in size ({images[0][1].size} vs {im.size} in {f}); "
+                             "resize them to one size first")
+    grey = all(im.mode == "L" for _, im in images)
+    x = np.stack([np.asarray(im)[None] if grey else np.asarray(im.convert("RGB")).transpose(2, 0, 1)
+                  for _, im in images])
+    return x.astype(np.uint8), np.asarray(ys, np.int64), classes
+
+
+def _read_image_tree(root: Path | None) -> RawSource:
+    _tree_files(root)
+    xtr, ytr, classes = _read_tree_split(root / "train", None)
+    if not (root / "test").is_dir():
+        return RawSource(xtr, ytr, None, None, classes, "image")
+    xte, yte, _ = _read_tree_split(root / "test", classes)
+    if xte.shape[1:] != xtr.shape[1:]:
+        raise ObliviateError(f"image-folder: test images are {xte.shape[1:]}, training images {xtr.shape[1:]}")
+    return RawSource(xtr, ytr, xte, yte, classes, "image")
+
+
+register_source(SourceInfo("image-folder", "your images: --data-root DIR with train/<class>/*.png (and test/<class>/); "
+                           "sample ids follow sorted class and file names", True, _tree_fingerprint, _read_image_tree))
+
+
+def _array_file(root: Path | None) -> Path:
+    if root is None or not root.is_file() or root.suffix != ".npz":
+        raise ObliviateError(f"arrays: --data-root must be a .npz file with x_train, y_train (and x_test, y_test), "
+                             f"got {root}")
+    return root
+
+
+def _read_arrays(root: Path | None) -> RawSource:
+    """A user's arrays: x float or uint8, (N, C, H, W) images or (N, F) features; y integer labels."""
+    path = _array_file(root)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise ObliviateError(f"arrays: cannot read {path}: {exc}") from None
+    missing = {"x_train", "y_train"} - arrays.keys()
+    if missing or ("x_test" in arrays) != ("y_test" in arrays):
+        raise ObliviateError(f"arrays: {path} needs x_train and y_train (and x_test with y_test); has "
+                             f"{', '.join(sorted(arrays)) or 'nothing'}")
+    out = []
+    for split in ("train", "test"):
+        if f"x_{split}" not in arrays:
+            out += [None, None]
+            continue
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8 and x.dtype.kind != "f" or x.ndim < 2:
+            raise ObliviateError(f"arrays: x_{split} must be float or uint8 with a batch and a feature dimension, "
+                                 f"got {x.dtype} {x.shape}")
+        if y.dtype.kind not in "iu" or y.shape != (len(x),) or (len(y) and y.min() < 0):
+            raise ObliviateError(f"arrays: y_{split} must hold {len(x)} non-negative integer labels, got {y.dtype} "
+                                 f"{y.shape}")
+        out += [x if x.dtype == np.uint8 else x.astype(np.float32), y.astype(np.int64)]
+    top = int(max(out[1].max(), out[3].max() if out[3] is not None and len(out[3]) else 0)) + 1
+    classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else [str(c) for c in range(top)]
+    if len(classes) < top:
+        raise ObliviateError(f"arrays: labels go up to {top - 1} but {path} names {len(classes)} classes")
+    return RawSource(*out, classes, "image" if out[0].ndim == 4 else "tabular")
+
+
+register_source(SourceInfo("arrays", "your arrays: --data-root FILE.npz with x_train, y_train (x_test, y_test, "
+                           "classes); ids are row indices", True, lambda r: _hash_files([_array_file(r)]),
+                           _read_arrays))
+
+
 # ---------------------------------------------------------------- small sets for tests
 def _read_digits(_: Path | None) -> RawSource:
     from sklearn.datasets import load_digits

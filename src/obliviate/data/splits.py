@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..params import check_fields, param
-from .dataset import ArrayData, DataBundle
+from .dataset import ArrayData, DataBundle, to_float
 from .sources import SOURCES, cached_source
 
 
@@ -95,7 +95,7 @@ def load_data(spec: DataSpec | str, **overrides) -> DataBundle:
     valid = _array_data(x[val], y[val], tr_ids[val])
     test = _array_data(xte, yte, te_ids)
     if raw.kind == "image":
-        flat = train.x.float().div(255.0).transpose(0, 1).reshape(train.x.shape[1], -1)
+        flat = to_float(train.x).transpose(0, 1).reshape(train.x.shape[1], -1)
     else:
         flat = train.x.float().T
     mean = tuple(float(v) for v in flat.mean(1))

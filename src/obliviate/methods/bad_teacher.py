@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.dataset import concat
-from ..models import Classifier, build_model
+from ..models import Classifier
 from ..params import OPTIMIZERS, param
 from ..training.loop import fine_tune
 from .base import FORGET, RETAIN, Method, MethodContext, register
@@ -52,7 +52,7 @@ class BadTeacher(Method):
         data = concat(ctx.forget, retain.subset(pick))
         with torch.random.fork_rng(devices=[]):  # the incompetent teacher: a seeded random initialisation
             torch.manual_seed(ctx.seed * 7_919 + 2)
-            bad = build_model(ctx.model.spec).to(ctx.device).eval()
+            bad = ctx.model.fresh().to(ctx.device).eval()
         good = ctx.original
         forget_ids = torch.as_tensor(ctx.forget_ids, device=ctx.device)
         t = p.temperature

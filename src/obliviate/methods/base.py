@@ -30,7 +30,8 @@ from ..data.splits import default_augment
 from ..env import pick_device, seed_everything, sync
 from ..errors import AccessError, ObliviateError
 from ..finite import require_finite
-from ..models import Classifier
+from ..models import Classifier, ForeignClassifier
+from ..models.foreign import adopt
 from ..params import ConversionError, check_fields, convert
 from ..training.checkpoint import Snapshots
 
@@ -54,6 +55,7 @@ class MethodContext:
     seed: int
     augment: str = "none"
     train_config: Any = None  # the original run's TrainConfig (a recipe: names no data), when known
+    train_fn: Any = None  # a user's own training loop, train_fn(model, TensorDataset): retraining their model
     declared: frozenset = frozenset()
     _data: dict = field(default_factory=dict, repr=False)
     touched: dict = field(default_factory=dict)
@@ -273,10 +275,10 @@ def _working_copies(start: Classifier, dev: torch.device) -> tuple[Classifier, C
     return work, original
 
 
-def unlearn(model: Classifier, data: DataBundle, request: ForgetRequest, method: str = "unsir", *,
+def unlearn(model: torch.nn.Module, data, request: ForgetRequest, method: str = "unsir", *,
             params: dict | None = None, device: str | torch.device | None = None, seed: int = 0,
-            train_config=None, run_path: str | Path | None = None, forgotten: Forgotten | None = None,
-            root_model: Classifier | None = None) -> tuple[Classifier, dict]:
+            train_config=None, train_fn=None, run_path: str | Path | None = None, forgotten: Forgotten | None = None,
+            root_model: Classifier | None = None, **model_options) -> tuple[torch.nn.Module, dict]:
     """Make ``model`` forget what ``request`` names, with ``method``; return (new model, record).
 
     The input model is not modified. The record says which method and parameters ran, how long it took
@@ -285,10 +287,27 @@ def unlearn(model: Classifier, data: DataBundle, request: ForgetRequest, method:
     loaded from an unlearned run carries): every data set the method reads excludes it, so earlier
     requests stay forgotten. A method that rebuilds from the training snapshots (DeepObliviate) starts
     from ``root_model``, the original, and ``run_path`` (the original run), forgetting the whole union.
+
+    ``model`` may be any classifier ``nn.Module`` of the user's (output [batch, classes]); it comes back
+    as the same class with the same state-dict keys. ``model_options`` (feature_layer, head, init,
+    normalize) help find its parts (see ``models.foreign``). ``data`` may be a DataBundle, tensors
+    (x_train, y_train, x_test, y_test) or Datasets. ``train_fn(model, TensorDataset)`` is a user's
+    training loop for retraining their model (else ``train_config``).
     """
     m = get_method(method)
     p = resolve_params(m, params)
+    user_module = not isinstance(model, (Classifier, ForeignClassifier))
+    carried = getattr(model, FORGOTTEN_ATTR, None)
+    model, data = adopt(model, data, **model_options)
+    if carried is not None and getattr(model, FORGOTTEN_ATTR, None) is None:
+        setattr(model, FORGOTTEN_ATTR, carried)  # a user's module returned by unlearn() keeps what it forgot
+    if root_model is not None:
+        root_model, _ = adopt(root_model, data, **model_options)
     _check_fits(m, model, data, request)
+    if SNAPSHOTS in m.needs and isinstance(model, ForeignClassifier):
+        raise ObliviateError(f"{m.name} rebuilds from the snapshots of obliviate's block-incremental training "
+                             "(obliviate train --blocks); a model trained outside obliviate has none: use another "
+                             "method (obliviate methods lists them)")
     forgotten = forgotten if forgotten is not None else getattr(model, FORGOTTEN_ATTR, None) or Forgotten()
     split: ForgetSplit = request.resolve(data.train, data.num_classes, forgotten)
     dev = pick_device(device)
@@ -309,7 +328,7 @@ def unlearn(model: Classifier, data: DataBundle, request: ForgetRequest, method:
                          num_classes=data.num_classes, device=dev, seed=seed,
                          augment=(train_config.augment if train_config is not None and train_config.augment
                                   else default_augment(data.name)),
-                         train_config=train_config, declared=needs, _data=available)
+                         train_config=train_config, train_fn=train_fn, declared=needs, _data=available)
     seed_everything(seed)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -320,6 +339,8 @@ def unlearn(model: Classifier, data: DataBundle, request: ForgetRequest, method:
     seconds = time.perf_counter() - t0
     result.eval()
     require_finite(result, "the unlearned model", diverged_hint(m.name, dataclasses.asdict(p)))
+    if user_module:
+        result = result.unwrap()  # the user's own class, own state-dict keys
     setattr(result, FORGOTTEN_ATTR, everything)
     record = {
         "method": m.name, "params": dataclasses.asdict(p), "seconds": seconds, "seed": seed,

@@ -124,7 +124,8 @@ class BoundaryExpand(Method):
             wide.weight[:k].copy_(old.weight)
             wide.bias[:k].copy_(old.bias)
         shadow = ArrayData(forget.x, torch.full_like(forget.y, k), forget.ids)
-        params = [q for n, q in model.named_parameters() if not n.startswith("head.")] + list(wide.parameters())
+        head_params = {id(q) for q in old.parameters()}  # by identity: a user's model names its head otherwise
+        params = [q for q in model.parameters() if id(q) not in head_params] + list(wide.parameters())
         fine_tune(_Widened(model, wide), shadow, epochs=p.epochs, batch_size=p.batch_size,
                   optim=p.optim(), augment=ctx.augment,
                   seed=ctx.seed, params=params, description="boundary-expand")

@@ -22,7 +22,7 @@ from ..models import Classifier
 from ..params import SCHEDULES, param
 from ..training.trainer import train
 from .base import RETAIN, Method, MethodContext, register
-from .retrain import Retrain, recipe, retain_bundle
+from .retrain import Retrain, fresh_builder, recipe, retain_bundle
 
 
 @register
@@ -49,7 +49,8 @@ class FastRetrain(Method):
         cfg = fast_recipe(ctx, p)
         ctx.info["recipe"] = {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "schedule",
                                                            "label_smoothing", "seed")}
-        return train(retain_bundle(ctx, ctx.retain), cfg, device=ctx.device, kind="fast-retrain").model
+        return train(retain_bundle(ctx, ctx.retain), cfg, device=ctx.device, kind="fast-retrain",
+                     build=fresh_builder(ctx)).model
 
 
 def fast_recipe(ctx, p):

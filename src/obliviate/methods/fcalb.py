@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from ..data.pipeline import BatchStream
 from ..errors import ObliviateError
-from ..models import Classifier, build_model
+from ..models import Classifier
 from ..params import OPTIMIZERS, param
 from ..training.loop import OptimConfig, fine_tune
 from .base import FORGET, RETAIN_SUBSET, Method, MethodContext, register
@@ -224,7 +224,7 @@ class _FCALB(Method):
         # the teacher: same architecture, fresh random weights drawn from the unlearning seed
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed * 7_919 + 0xFCA1B)
-            teacher = build_model(model.spec)
+            teacher = model.fresh()
         teacher = teacher.to(ctx.device).eval()
         for q in teacher.parameters():
             q.requires_grad_(False)

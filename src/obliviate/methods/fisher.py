@@ -82,7 +82,8 @@ class Fisher(Method):
         if p.max_samples is not None and p.max_samples < len(data):
             data = data.subset(torch.randperm(len(data), device=ctx.device, generator=ctx.generator(3))[:p.max_samples])
         fisher = fisher_diagonal(model, data, p.labels, p.batch_size, ctx.generator(4))
-        head = {"head.weight", "head.bias"}
+        head_ids = {id(q) for q in model.head.parameters()}  # by identity: a user's model names its head otherwise
+        head = {n for n, q in model.named_parameters() if id(q) in head_ids}
         forget = list(ctx.forget_classes)
         g = ctx.generator(5)
         with torch.no_grad():

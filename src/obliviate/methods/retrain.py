@@ -25,7 +25,7 @@ import torch
 from ..data.dataset import ArrayData, DataBundle
 from ..env import seed_everything
 from ..errors import AccessError, ObliviateError
-from ..models import Classifier, build_model
+from ..models import Classifier, ForeignClassifier, build_model
 from ..params import declared, param
 from ..training.loop import make_optimizer
 from ..training.trainer import TrainConfig, assign_blocks, prepare_model, train, train_block
@@ -63,22 +63,48 @@ class Retrain(Method):
         return self.needs | {SNAPSHOTS} if blocks else self.needs
 
     def run(self, ctx: MethodContext, p: Params) -> Classifier:
+        if ctx.train_fn is not None:
+            return train_with_fn(ctx, ctx.retain)
         cfg = recipe(ctx, p)
         for name in _RECIPE_FIELDS:  # record what was used, not "None"
             setattr(p, name, getattr(cfg, name))
         retain = ctx.retain
         if cfg.blocks:
             return _retrain_blocks(ctx, cfg, retain)
-        result = train(retain_bundle(ctx, retain), cfg, device=ctx.device, kind="retrain")
+        result = train(retain_bundle(ctx, retain), cfg, device=ctx.device, kind="retrain", build=fresh_builder(ctx))
         return result.model
+
+
+def fresh_builder(ctx):
+    """How ``train`` makes its initial model: the registry for a zoo model, a fresh copy of a user's model."""
+    return ctx.model.fresh if isinstance(ctx.model, ForeignClassifier) else None
+
+
+def train_with_fn(ctx, retain: ArrayData) -> Classifier:
+    """A user's own training loop on D_r: ``train_fn(fresh_model, TensorDataset(x, y))`` (the user's recipe)."""
+    seed_everything(ctx.seed)
+    model = ctx.model.fresh()
+    data = torch.utils.data.TensorDataset(retain.float_inputs(), retain.y)
+    returned = ctx.train_fn(model.unwrap(), data)
+    if returned is not None and returned is not model.unwrap():
+        if not isinstance(returned, torch.nn.Module):
+            raise ObliviateError(f"train_fn returned {type(returned).__name__}; return the model or None")
+        model = model._like(returned) if isinstance(model, ForeignClassifier) else returned
+    return model
 
 
 def recipe(ctx, p) -> TrainConfig:
     """The original TrainConfig (or TrainConfig's defaults for this model), overridden by ``p``."""
     spec = ctx.model.spec
+    foreign = isinstance(ctx.model, ForeignClassifier)
+    if foreign and ctx.train_config is None:
+        raise ObliviateError("retraining your own model needs its recipe: pass train_config=TrainConfig(...) "
+                             "or train_fn=your_training_function (CLI: --epochs/--lr with --model-class)")
     if ctx.train_config is not None:
         cfg = copy.deepcopy(ctx.train_config)
-        if cfg.model != spec.name:
+        if foreign:
+            cfg = dataclasses.replace(cfg, model=spec.name)
+        elif cfg.model != spec.name:
             raise ObliviateError(f"the recorded recipe trains {cfg.model!r} but the model is {spec.name!r}")
     else:
         cfg = TrainConfig(model=spec.name, model_options=dict(spec.options), seed=ctx.seed, augment=ctx.augment)
@@ -118,8 +144,11 @@ def _block_of(ctx, retain: ArrayData, cfg: TrainConfig) -> np.ndarray:
 def _retrain_blocks(ctx, cfg: TrainConfig, retain: ArrayData):
     """Block-incremental training on D_r, block by block, as ``train`` does (empty blocks are skipped)."""
     seed_everything(cfg.seed)
-    spec = dataclasses.replace(ctx.model.spec, options=dict(cfg.model_options))
-    model = prepare_model(build_model(spec), cfg, ctx.device)
+    if isinstance(ctx.model, ForeignClassifier):
+        model = prepare_model(ctx.model.fresh(), cfg, ctx.device)
+    else:
+        spec = dataclasses.replace(ctx.model.spec, options=dict(cfg.model_options))
+        model = prepare_model(build_model(spec), cfg, ctx.device)
     optimizer = make_optimizer(model.parameters(), cfg.optim())
     blocks = _block_of(ctx, retain, cfg)
     for j in range(cfg.blocks):

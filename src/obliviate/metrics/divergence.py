@@ -14,7 +14,6 @@ import copy
 import torch
 
 from ..data.dataset import ArrayData
-from ..models import build_model
 from .outputs import softmax_outputs
 
 
@@ -53,8 +52,7 @@ def random_init_like(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     device = next(model.parameters()).device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        spec = getattr(model, "spec", None)
-        fresh = build_model(spec) if spec is not None else _reset_copy(model)
+        fresh = model.fresh() if hasattr(model, "fresh") else _reset_copy(model)
     return fresh.to(device).eval()
 
 

@@ -20,6 +20,7 @@ from ..data.request import ForgetRequest, Forgotten
 from ..errors import ObliviateError
 from ..finite import require_finite, require_finite_outputs
 from ..io import write_json
+from ..models.foreign import adopt
 from .accuracy import accuracy, per_class_accuracy
 from .backdoor import backdoor_asr, backdoor_info
 from .cost import cost_metrics
@@ -106,6 +107,8 @@ def evaluate(original: torch.nn.Module, unlearned: torch.nn.Module, data: DataBu
     D_f is then what ``request`` added, D_r and the retained test split exclude all of them, and the
     ``earlier_*`` keys say whether each earlier set is still forgotten.
     """
+    original, data = adopt(original, data)  # a user's own modules and tensors are taken as they are
+    unlearned, retrained = (adopt(m, data)[0] if m is not None else None for m in (unlearned, retrained))
     check_compatible(data, original=original, unlearned=unlearned, retrained=retrained)
     with cached_outputs(original, unlearned, retrained):
         check_finite(data, original=original, unlearned=unlearned, retrained=retrained)

@@ -71,6 +71,14 @@ class Classifier(nn.Module):
 
     channels_last_cpu: bool = False
 
+    def fresh(self) -> "Classifier":
+        """The same architecture, freshly initialised from the current torch RNG (random teachers, retraining)."""
+        return build_model(self.spec)
+
+    def unwrap(self) -> nn.Module:
+        """What a caller gets back: a zoo model is its own class (a user's model is unwrapped, see foreign)."""
+        return self
+
 
 Builder = Callable[[ModelSpec], Classifier]
 

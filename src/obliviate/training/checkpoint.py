@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ..io import check_writable_dir, torch_save, write_json, write_npy, write_text
+from ..io import check_writable_dir, torch_save, write_bytes, write_json, write_npy, write_text
 from ..models import Classifier, ModelSpec, build_model
+from ..models.foreign import FOREIGN_PREFIX, rebuild
 
 MODEL_FILE, RUN_FILE, SNAP_DIR, BLOCKS_FILE = "model.pt", "run.json", "snapshots", "blocks.npy"
 #: Keys every snapshot of a kind must hold (the kind is the file name's prefix).
@@ -59,12 +60,55 @@ def load_weights(path: str | Path, what: str) -> Any:
         raise CheckpointError(f"corrupt {what} {path}: {type(exc).__name__}: {first_line(exc)}") from None
 
 
+#: Beside ``model.pt``, a user's own model is also saved in the two forms their code loads directly.
+SAFETENSORS_FILE, STATE_DICT_FILE = "model.safetensors", "state_dict.pt"
+
+
+def _state(model: Classifier) -> dict[str, torch.Tensor]:
+    """The weights under the model's own keys (a user's model: their module's keys, not the wrapper's)."""
+    return {k: v.detach().cpu().contiguous() for k, v in model.unwrap().state_dict().items()}
+
+
 def save_model(path: str | Path, model: Classifier) -> None:
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch_save(path, {"format": "obliviate-model/1", "spec": model.spec.to_dict(), "state_dict": state})
+    torch_save(path, {"format": "obliviate-model/1", "spec": model.spec.to_dict(), "state_dict": _state(model)})
 
 
-def load_model_file(path: str | Path, device: torch.device | str = "cpu") -> Classifier:
+def save_user_weights(folder: Path, model: Classifier) -> list[str]:
+    """``model.safetensors`` and ``state_dict.pt`` (plain state dict) of a user's own model; [] for a zoo model."""
+    if not model.spec.name.startswith(FOREIGN_PREFIX):
+        return []
+    from safetensors.torch import save as st_save
+
+    state = _state(model)
+    write_bytes(folder / SAFETENSORS_FILE, st_save(state, metadata={"obliviate_model": model.spec.name}))
+    torch_save(folder / STATE_DICT_FILE, state)
+    return [SAFETENSORS_FILE, STATE_DICT_FILE]
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A user's weights file: ``.safetensors``, or a ``.pt``/``.pth`` state dict read weights-only (never unpickled
+    beyond tensors); a dict holding ``state_dict`` or ``model_state_dict`` is unwrapped."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} does not exist or is not a regular file")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"corrupt weights file {path}: {first_line(exc)}") from None
+    blob = load_weights(path, "weights file")
+    for key in ("state_dict", "model_state_dict"):
+        if isinstance(blob, dict) and isinstance(blob.get(key), dict):
+            blob = blob[key]
+    if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
+        raise CheckpointError(f"weights file {path} holds no state dict (name -> tensor)")
+    return blob
+
+
+def load_model_file(path: str | Path, device: torch.device | str = "cpu", model_class=None) -> Classifier:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"model file {path} does not exist")
@@ -73,6 +117,8 @@ def load_model_file(path: str | Path, device: torch.device | str = "cpu") -> Cla
         spec = ModelSpec.from_dict(blob["spec"])
     except Exception as exc:  # not a dict, no spec, a spec of the wrong types
         raise CheckpointError(f"corrupt checkpoint {path}: no model spec ({type(exc).__name__})") from None
+    if spec.name.startswith(FOREIGN_PREFIX):  # a user's own architecture: rebuilt from their class
+        return rebuild(spec, blob.get("state_dict"), model_class, str(path)).to(device)
     model = build_model(spec)
     try:
         model.load_state_dict(blob["state_dict"])
@@ -92,9 +138,10 @@ class RunDir:
     def model_path(self) -> Path:
         return self.path / MODEL_FILE
 
-    def load_model(self, device: torch.device | str = "cpu") -> Classifier:
-        """The model, refused when ``run.json`` records another architecture than ``model.pt`` holds."""
-        model = load_model_file(self.model_path, device)
+    def load_model(self, device: torch.device | str = "cpu", model_class=None) -> Classifier:
+        """The model, refused when ``run.json`` records another architecture than ``model.pt`` holds.
+        ``model_class``: the user's class, for a run of their own model (importing it is the caller's choice)."""
+        model = load_model_file(self.model_path, device, model_class)
         recorded, held = self.record.get("model"), model.spec.to_dict()
         if isinstance(recorded, dict):
             keys = ("name", "input_shape", "num_classes", "options")
@@ -137,6 +184,7 @@ def finish_run(path: str | Path, model: Classifier, record: dict, files: dict[st
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     save_model(path / MODEL_FILE, model)
+    save_user_weights(path, model)
     for name, text in (files or {}).items():
         write_text(path / name, text)
     write_json(path / RUN_FILE, record)

@@ -16,6 +16,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from ..errors import ObliviateError
 from ..finite import require_finite
 from ..io import config_hash
 from ..models import MODELS, Classifier, model_for
+from ..models.foreign import FOREIGN_PREFIX
 from ..params import OPTIMIZERS, SCHEDULES, check_fields, param
 from .accuracy import accuracy
 from .checkpoint import (  # noqa: F401  (methods import the run-folder readers from here)
@@ -83,7 +85,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Every option against its declared range, before any work (``ObliviateError`` naming it)."""
         check_fields(self, "train")
-        if self.model not in MODELS:
+        if self.model not in MODELS and not self.model.startswith(FOREIGN_PREFIX):  # a user's model: see ``build``
             raise ObliviateError(f"unknown model {self.model!r}; choose one of: {', '.join(sorted(MODELS))}")
         if self.blocks and self.snapshot_every:
             raise ObliviateError("--blocks and --snapshot-every are two training modes: choose one")
@@ -155,14 +157,16 @@ def train_block(model: Classifier, optimizer: torch.optim.Optimizer, data: Array
 def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | None = None, *,
           device: str | torch.device | None = None, exclude_ids=None, overwrite: bool = False,
           max_steps: int | None = None, kind: str = "train", extra_record: dict | None = None,
-          pinned_blocks: dict[int, int] | None = None, extra_files: dict[str, str] | None = None) -> TrainResult:
+          pinned_blocks: dict[int, int] | None = None, extra_files: dict[str, str] | None = None,
+          build: Callable[[], Classifier] | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``bundle`` (minus ``exclude_ids``: retraining) and, with ``out``, save a run.
 
     ``max_steps`` stops early without finishing the run (what a crash leaves behind; used by tests of
     resume). Re-calling with the same ``out`` and config resumes from the last snapshot; the record's
     steps and seconds then cover every segment. ``overwrite`` (``--force``) also discards snapshots of
     another config. ``pinned_blocks`` (id -> block, block mode) fixes some samples' blocks; ``extra_files``
-    (name -> text) are written into ``out`` before ``run.json``.
+    (name -> text) are written into ``out`` before ``run.json``. ``build`` makes the initial model
+    (after seeding) instead of the registry: retraining a user's own architecture.
     """
     cfg = cfg or TrainConfig()
     cfg.validate()
@@ -182,7 +186,8 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
                        "excluded": sorted(map(int, exclude_ids)) if n_excluded else [],
                        **({"pinned": sorted(pinned_blocks.items())} if pinned_blocks else {})})
     seed_everything(cfg.seed)
-    model = prepare_model(model_for(cfg.model, bundle, **cfg.model_options), cfg, device)
+    model = prepare_model(build() if build is not None else model_for(cfg.model, bundle, **cfg.model_options),
+                          cfg, device)
     started = now_iso()
     progress = TrainingSnapshots(out_path / SNAP_DIR if out_path is not None else None, key, overwrite,
                                  time.perf_counter(), fresh=fresh)
