@@ -31,11 +31,11 @@ demo-packages:
 system-packages:
 	$(call phase,Debian packages for the tests,$(call debian,$(TEST_PACKAGES)))
 
-$(DEMO_STAMP): pyproject.toml
-	$(call phase,Python environment $(VENV) with the runtime dependencies (torch and others),$(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q -e . && touch $(DEMO_STAMP))
+$(DEMO_STAMP): pyproject.toml constraints.txt
+	$(call phase,Python environment $(VENV) with the runtime dependencies (torch and others),$(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q -c constraints.txt -e . && touch $(DEMO_STAMP))
 
 $(STAMP): $(DEMO_STAMP)
-	$(call phase,test and optional Python dependencies (pytest, ruff, pyarrow and Ray),$(BIN)/pip install -q -e '.[dev$(comma)parquet$(comma)ray]' && touch $(STAMP))
+	$(call phase,test and optional Python dependencies (pytest, ruff, pyarrow and Ray),$(BIN)/pip install -q -c constraints.txt -e '.[dev$(comma)parquet$(comma)ray]' && touch $(STAMP))
 
 install-demo: demo-packages $(DEMO_STAMP)
 

@@ -122,7 +122,27 @@ class ForeignClassifier(nn.Module):
                                  f"{out.shape[1]} outputs (the model's output width)")
         if feature_layer is not None:
             self._submodule(feature_layer, "feature layer")
-        return name, feature_layer or name
+        self.head_name, self.feature_layer = name, feature_layer or name
+        if head is not None or feature_layer is not None:  # found automatically, the split holds by construction
+            self._check_split(probe, out)
+        return self.head_name, self.feature_layer
+
+    def _check_split(self, probe: torch.Tensor, out: torch.Tensor) -> None:
+        """Methods compute logits as head(features): that must be the model's output, or they would change
+        another function than the one served."""
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            with torch.no_grad():
+                feats = self.features(probe)
+                ok = feats.shape[1] == self.head.in_features and torch.allclose(self.head(feats), out, atol=1e-5)
+        finally:
+            self.net.train(was_training)
+        if not ok:
+            raise ObliviateError(f"model {_qualname(self.net)}: {self.head_name!r} applied to the output of "
+                                 f"{self.feature_layer!r} is not the model's output (a layer sits between them or "
+                                 "after the head); name the module the head reads as feature_layer, and the layer "
+                                 "that produces the logits as head")
 
     def _submodule(self, name: str, what: str) -> nn.Module:
         try:
