@@ -347,3 +347,35 @@ def test_import_refuses_bad_input_in_one_line_and_writes_nothing(user_project, c
     assert r.exit_code == 2, r.output
     assert message in " ".join(r.output.split()), r.output
     assert not (folder / "served").exists()
+
+
+def test_an_image_folder_tree_loads_grey_with_sorted_classes_and_refuses_mixed_sizes(tmp_path):
+    from PIL import Image
+
+    from obliviate.data import load_data
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("test", 2)):
+        for cls in ("dog", "cat"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 255, (6, 5), dtype=np.uint8)
+                Image.fromarray(pixels, "L").save(tmp_path / split / cls / f"{i}.png")
+    data = load_data("image-folder", root=str(tmp_path), val_fraction=0.0)
+    assert data.classes == ["cat", "dog"] and data.input_shape == (1, 6, 5) and len(data.train) == 8
+    assert data.train.ids.tolist() == list(range(8)) and data.train.y.tolist() == [0] * 4 + [1] * 4
+    Image.fromarray(np.zeros((7, 5), np.uint8), "L").save(tmp_path / "train" / "dog" / "odd.png")
+    with pytest.raises(ObliviateError, match=r"images differ in size .* resize them"):
+        load_data("image-folder", root=str(tmp_path), val_fraction=0.0)
+
+
+def test_torch_is_a_lower_bound_so_a_users_pytorch_stays():
+    """pip keeps an installed torch 2.x that satisfies the bound (checked by hand: a venv holding 2.5.1 gets
+    no other torch); an exact pin would replace it. The local wheel is pinned in constraints.txt only."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    torch_req = next(d for d in deps if d.replace(" ", "").startswith("torch") and not d.startswith("torchvision"))
+    assert "==" not in torch_req and ">=2." in torch_req, torch_req
+    assert "torch==" in (root / "constraints.txt").read_text()
