@@ -277,11 +277,18 @@ def _named_entries(doc: Located, d: dict, section: str, allowed: set, what: str,
     return out
 
 
+def is_folder_name(name: str) -> bool:
+    """Whether ``name`` can name one folder under another: no separator, no ``.``/``..``, no control
+    characters (labels and the study name come from a received file and become paths)."""
+    return bool(name.strip()) and "/" not in name and "\\" not in name and name.strip() not in (".", "..") \
+        and all(c.isprintable() for c in name)
+
+
 def _path_label(doc: Located, path: tuple, entry: dict) -> str:
     """A data set's or model's label (default: its name). It names folders under the work folder, so path
     syntax in it (``/``, ``..``) is refused here, with its line, rather than let a model land elsewhere."""
     label = str(entry.get("label") or entry["name"])
-    if "/" in label or "\\" in label or label.strip() in (".", "..") or any(ord(c) < 32 for c in label):
+    if not is_folder_name(label):
         raise doc.error(path + (("label",) if "label" in entry else ()),
                         f"label {label!r} names a folder: no '/', '\\', control characters, '.' or '..'")
     return label
@@ -300,6 +307,9 @@ def parse_study(text: str, file: str = "<study>", *, data_roots: dict[str, str] 
             raise doc.error((), f"missing {req!r}: a study needs datasets, models, requests and methods")
     name = d.get("name") or Path(file).stem
     _expect(doc, ("name",), name, str, "a string")
+    if not is_folder_name(name):  # it names the report's folder (reports/NAME/ beside the store)
+        raise doc.error(("name",) if "name" in d else (), f"study name {name!r} names a folder: no '/', '\\', "
+                        "control characters, '.' or '..'")
     datasets = _parse_datasets(doc, d, study_dir, data_roots)
     models = _parse_models(doc, d)
     train = _check_train(doc, ("train",), d.get("train"))
