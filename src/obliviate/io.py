@@ -122,23 +122,28 @@ def torch_save(path: str | os.PathLike, obj: Any) -> None:
     write_bytes(path, buf.getvalue())
 
 
+def _refuse_irregular(mode: int, path, what: str) -> None:
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise ObliviateError(f"{what} {path} is {kind}; refused to read it")
+
+
 def open_regular(path: str | os.PathLike, what: str = "file") -> io.BufferedReader:
     """Open ``path`` for reading only if it is a regular file (a symlink to one is followed).
 
     Why: a received run folder may hold a named pipe or a device where a file belongs, and a plain
-    ``open`` of a FIFO blocks forever. The open is non-blocking and the type is checked on the open
-    descriptor (``fstat``), so nothing can be swapped in between the check and the read.
+    ``open`` of a FIFO blocks forever. The type is checked before the open, and again on the open
+    descriptor (``fstat``; the open is non-blocking), so nothing can be swapped in between check and read.
     """
     try:
+        _refuse_irregular(os.stat(path).st_mode, path, what)  # unopened: opening some devices has side effects
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise ObliviateError(f"{what} {path} does not exist") from None
     except OSError as exc:
         raise ObliviateError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            kind = "a folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "not a regular file"
-            raise ObliviateError(f"{what} {path} is {kind}; refused to read it")
+        _refuse_irregular(os.fstat(fd).st_mode, path, what)
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")

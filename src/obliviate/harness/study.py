@@ -23,7 +23,7 @@ from ..data.sources import SOURCES
 from ..errors import ObliviateError
 from ..methods import METHODS, load_all, resolve_params
 from ..models import MODELS
-from ..params import ConversionError, check_value, convert, declared
+from ..params import SEED_MAX, ConversionError, check_value, convert, declared
 from ..training import TrainConfig
 
 #: Pseudo-methods the harness runs itself: ``original`` evaluates θ₀ unchanged (the "before" row) and
@@ -515,8 +515,8 @@ def _parse_seeds(doc: Located, d: dict) -> list[int]:
     seeds_list = seeds_raw if isinstance(seeds_raw, list) else [seeds_raw]
     seeds = [_expect(doc, ("seeds", j) if isinstance(seeds_raw, list) else ("seeds",), s, int, "an integer seed")
              for j, s in enumerate(seeds_list)]
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise doc.error(("seeds",), "seeds must be a non-empty list of distinct integers >= 0")
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or max(seeds) > SEED_MAX:
+        raise doc.error(("seeds",), f"seeds must be a non-empty list of distinct integers in 0..{SEED_MAX}")
     return seeds
 
 
