@@ -70,7 +70,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None,
         raise CheckpointError(f"model in {run.path} expects {tuple(model.spec.input_shape)}/{model.num_classes} "
                               f"classes, data set {data.name!r} has {data.input_shape}/{data.num_classes}")
     config = rec.get("config", {})
-    cfg = TrainConfig.from_dict(config) if config is not None else None  # None: an imported model, no recipe
+    # None: a model imported without a recipe (check_record allows that for a user's own model only)
+    cfg = TrainConfig.from_record(config, run.path / "run.json") if config is not None else None
     lineage = read_lineage(run.path, rec, data.train, data.num_classes)
     setattr(model, FORGOTTEN_ATTR, lineage.forgotten)  # a later unlearn() on this model keeps all of it forgotten
     return Checkpoint(model, data, cfg, run, lineage, model_class)
@@ -94,9 +95,12 @@ def forget(checkpoint: str | Path | Checkpoint, request: ForgetRequest, method: 
     On an unlearned run the request is applied on top of its lineage: everything forgotten before stays
     out of every data set the method reads. A saved run gets run.json and then ``certificate.json``.
     """
-    out_path = check_output_dir(out, overwrite) if out is not None else None
+    source = checkpoint.path if isinstance(checkpoint, Checkpoint) else checkpoint
+    out_path = check_output_dir(out, overwrite, reads=[source]) if out is not None else None
     resolve_params(get_method(method), params)  # bad parameters fail before the checkpoint is loaded
     ck = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, device)
+    if out_path is not None:  # nor any run of its lineage (the original's snapshots serve DeepObliviate)
+        check_output_dir(out_path, overwrite, reads=ck.lineage.runs())
     model, record = unlearn(ck.model, ck.data, request, method, params=params, device=device, seed=seed,
                             train_config=ck.train_config, run_path=ck.lineage.root,
                             forgotten=ck.lineage.forgotten, root_model=_root_model(ck, device))

@@ -23,11 +23,12 @@ from .data import DataBundle, ForgetRequest, Forgotten, load_data
 from .data.splits import DataSpec
 from .env import pick_device
 from .errors import CheckpointError, ObliviateError
-from .io import file_sha256, to_json, write_json
+from .io import file_sha256, read_regular, to_json, write_json
 from .lineage import IDS_FILE, INLINE_IDS, locate
+from .methods.base import SNAPSHOTS
 from .metrics.accuracy import accuracy
 from .metrics.mia import mia_loss_lr
-from .training.checkpoint import MODEL_FILE, RUN_FILE, open_run
+from .training.checkpoint import MODEL_FILE, RUN_FILE, SNAP_DIR, open_run
 
 CERT_FILE = "certificate.json"
 FORMAT = "obliviate-certificate/1"
@@ -95,12 +96,15 @@ def build_certificate(out: Path, record: dict, parent: Path, parent_record: dict
     if "ids_file" in lin["cumulative"]:
         files[IDS_FILE] = file_sha256(out / IDS_FILE)
     request = ForgetRequest.from_dict(record["request"])
+    root = Path(lin["original"]["path"])
     cert = {
         "format": FORMAT, "run": str(out.resolve()), "files": files,
         "parent": {**lin["parent"], "kind": parent_record.get("kind"),
                    "model_sha256": file_sha256(parent / MODEL_FILE),
+                   "run_json_sha256": file_sha256(parent / RUN_FILE),
                    "certificate_sha256": file_sha256(parent_cert) if parent_cert.exists() else None},
-        "original": lin["original"], "depth": lin["depth"],
+        "original": {**lin["original"], "run_json_sha256": file_sha256(root / RUN_FILE)},
+        "depth": lin["depth"],
         "request": _request_summary(record["request"], request, record["forget_size"]),
         "cumulative": {k: v for k, v in lin["cumulative"].items() if k != "ids"},
         "requests": [{"request": ForgetRequest.from_dict(r["request"]).describe(), "method": r["method"],
@@ -146,7 +150,8 @@ class VerifyResult:
 
     def fail(self, line: str) -> None:
         self.ok = False
-        self.problems.append(line)
+        if line not in self.problems:  # every link of a chain checks the same original
+            self.problems.append(line)
 
 
 def load_certificate(path: Path) -> dict:
@@ -154,21 +159,56 @@ def load_certificate(path: Path) -> dict:
     if not cert_path.exists():
         raise CheckpointError(f"{path} has no {CERT_FILE}")
     try:
-        cert = json.loads(cert_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        cert = json.loads(read_regular(cert_path, "certificate"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{cert_path} is not valid JSON ({exc})") from None
     if not isinstance(cert, dict) or cert.get("format") != FORMAT:
         raise CheckpointError(f"{cert_path} is not an obliviate certificate (format {FORMAT} expected)")
     return cert
 
 
-def _check_file(res: VerifyResult, path: Path, expected: str | None, what: str) -> None:
+def _check_file(res: VerifyResult, path: Path, expected: str | None, what: str,
+                source: str = "the certificate") -> None:
     if not path.exists():
         res.fail(f"{path}: {what} is missing")
-    elif file_sha256(path) != expected:
-        res.fail(f"{path}: {what} does not match the SHA-256 in the certificate")
-    else:
+        return
+    try:
+        actual = file_sha256(path, what=what)  # a pipe or device is refused unread, not waited on
+    except ObliviateError as exc:
+        res.fail(str(exc))
+        return
+    if actual != expected:
+        res.fail(f"{path}: {what} does not match the SHA-256 in {source}")
+    elif str(path) not in res.checked:
         res.checked.append(str(path))
+
+
+def _verify_original(res: VerifyResult, run: Path, cert: dict) -> None:
+    """The original training run's ``run.json`` and, when this run was rebuilt from its snapshots
+    (DeepObliviate), the block index and every θ_j against the hashes that record holds.
+
+    Why: the original's record is nobody's certificate file, and it is what binds the snapshots a
+    DeepObliviate result was computed from; a flipped byte there, or a swapped snapshot, must show here.
+    """
+    orig = cert.get("original") or {}
+    if orig.get("run_json_sha256") is None:  # a certificate made before this field existed
+        return
+    root = locate(run, orig)
+    record_path = root / RUN_FILE
+    _check_file(res, record_path, orig["run_json_sha256"], "the original run's record")
+    if str(record_path) not in res.checked or SNAPSHOTS not in (cert.get("data_access") or {}).get("declared", ()):
+        return
+    try:
+        snaps = open_run(root).record.get("snapshots")
+    except CheckpointError as exc:
+        res.fail(str(exc))
+        return
+    hashes = snaps.get("sha256") if isinstance(snaps, dict) else None
+    if not isinstance(hashes, dict):
+        res.fail(f"{record_path}: records no SHA-256 of the snapshots {run} was rebuilt from")
+        return
+    for name, sha in sorted(hashes.items()):
+        _check_file(res, root / SNAP_DIR / str(name), sha, f"the original's snapshot {name}", "the original's record")
 
 
 def _verify_one(res: VerifyResult, run: Path) -> tuple[dict | None, Path | None]:
@@ -187,7 +227,13 @@ def _verify_one(res: VerifyResult, run: Path) -> tuple[dict | None, Path | None]
     if ppath is None or not ppath.is_dir():
         res.fail(f"{run}: parent run {parent.get('path')} is missing")
         return cert, None
+    if ppath.resolve() == run.resolve():
+        res.fail(f"{run}: the certificate names the run itself as its parent")
+        return cert, None
     _check_file(res, ppath / MODEL_FILE, parent.get("model_sha256"), "the parent's weights")
+    if parent.get("run_json_sha256") is not None and parent.get("kind") == "forget":  # the original's: below
+        _check_file(res, ppath / RUN_FILE, parent["run_json_sha256"], "the parent's record")
+    _verify_original(res, run, cert)
     if parent.get("certificate_sha256") is not None:
         _check_file(res, ppath / CERT_FILE, parent["certificate_sha256"], "the parent's certificate")
     return cert, (ppath if parent.get("kind") == "forget" else None)

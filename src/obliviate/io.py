@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -121,9 +122,53 @@ def torch_save(path: str | os.PathLike, obj: Any) -> None:
     write_bytes(path, buf.getvalue())
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+def _refuse_irregular(mode: int, path, what: str) -> None:
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise ObliviateError(f"{what} {path} is {kind}; refused to read it")
+
+
+def open_regular(path: str | os.PathLike, what: str = "file") -> io.BufferedReader:
+    """Open ``path`` for reading only if it is a regular file (a symlink to one is followed).
+
+    Why: a received run folder may hold a named pipe or a device where a file belongs, and a plain
+    ``open`` of a FIFO blocks forever. The type is checked before the open, and again on the open
+    descriptor (``fstat``; the open is non-blocking), so nothing can be swapped in between check and read.
+    """
+    try:
+        _refuse_irregular(os.stat(path).st_mode, path, what)  # unopened: opening some devices has side effects
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ObliviateError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise ObliviateError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        _refuse_irregular(os.fstat(fd).st_mode, path, what)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str | os.PathLike, what: str = "file") -> bytes:
+    """The bytes of a regular file (see ``open_regular``); ObliviateError for anything else."""
+    with open_regular(path, what) as fh:
+        try:
+            return fh.read()
+        except OSError as exc:
+            raise ObliviateError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def bytes_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20, what: str = "file") -> str:
+    """SHA-256 of a regular file; a pipe, device or folder is refused before it is read."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path, what) as fh:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()

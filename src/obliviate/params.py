@@ -28,6 +28,7 @@ from typing import Any
 from .errors import ObliviateError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+SEED_MAX = 2**63 - 1  # seeds reach torch.manual_seed and SQLite: both take signed 64-bit integers
 SCHEDULES = ("onecycle", "cosine", "constant")
 RANGE = "obliviate.range"  # the dataclass field metadata key
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from pathlib import Path
 from typing import Callable
 
 import typer
@@ -17,6 +18,14 @@ console = Console()
 if not console.is_terminal and console.width < 140:  # piped or captured: rich falls back to 80 columns,
     console = Console(width=140)                     # which truncates the metric tables
 err_console = Console(stderr=True)
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line of plain text: rich markup escaped (a path like ``no[/]where``
+    must neither crash the printer nor lose ``[bold]``), line breaks and other control characters
+    written as escapes (a newline in a received path must not make a two-line error)."""
+    flat = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    return escape(flat)
 
 
 class OneLineErrors(TyperGroup):
@@ -40,7 +49,7 @@ class OneLineErrors(TyperGroup):
             else:
                 ctx = getattr(exc, "ctx", None)
                 where = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
-                err_console.print(f"[bold red]error:[/] {escape(exc.format_message() + where)}", highlight=False,
+                err_console.print(f"[bold red]error:[/] {one_line(exc.format_message() + where)}", highlight=False,
                                   soft_wrap=True)
             sys.exit(exc.exit_code)
         sys.exit(code if isinstance(code, int) else 0)
@@ -60,7 +69,7 @@ def cli_command(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except ObliviateError as exc:
             enable_progress(False)
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             enable_progress(False)
@@ -70,6 +79,14 @@ def cli_command(fn: Callable) -> Callable:
             enable_progress(False)
 
     return wrapper
+
+
+def path_option(value) -> Path:
+    """Parse a path option; an empty one is refused (``Path("")`` is the current folder, so ``--out ''``
+    from an unset shell variable would write a run into whatever folder the command ran in)."""
+    if not str(value).strip():
+        raise typer.BadParameter("empty path: name a folder")
+    return Path(value)
 
 
 def key_values(items: list[str] | None, option: str, form: str = "key=value") -> dict[str, str]:

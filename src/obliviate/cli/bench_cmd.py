@@ -11,6 +11,7 @@ from rich.table import Table
 from ..errors import ObliviateError
 from ..harness.executor import DEFAULT_STORE, bench
 from ..harness.store import Store, merge_stores, pick_study
+from ..harness.study import is_folder_name
 from ..io import check_writable_dir
 from .app import app, cli_command, console, err_console, key_values
 
@@ -174,7 +175,11 @@ def results_command(
 
 
 def default_report_dir(store: Path, study: str) -> Path:
-    """Where a report goes without --out: ``reports/<study>/`` beside the store."""
+    """Where a report goes without --out: ``reports/<study>/`` beside the store (a name from a received
+    store that is not one folder name is refused, not followed out of ``reports/``)."""
+    if not is_folder_name(study):
+        raise ObliviateError(f"study name {study!r} in {store} is not a folder name; pass --out to choose "
+                             "where the report goes")
     return store.parent / "reports" / study
 
 

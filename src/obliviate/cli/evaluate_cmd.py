@@ -15,8 +15,9 @@ from ..errors import CheckpointError, ObliviateError
 from ..io import check_writable_dir
 from ..lineage import read_lineage
 from ..metrics.evaluate import METRICS_FILE, evaluate
+from ..params import SEED_MAX
 from ..training import open_run
-from .app import app, cli_command, console
+from .app import app, cli_command, console, path_option
 from .import_cmd import MODEL_CLASS_HELP, load_user_class
 
 if TYPE_CHECKING:
@@ -87,10 +88,10 @@ def evaluate_command(
     unlearned: Path = typer.Option(..., "--unlearned", help="run directory written by `obliviate forget`"),
     retrained: Optional[Path] = typer.Option(None, "--retrained",
                                              help="run directory of θ₀'s recipe retrained without the forget set"),
-    out: Path = typer.Option(..., "--out", help="folder for metrics.json and the PNG figures"),
+    out: Path = typer.Option(..., "--out", help="folder for metrics.json and the PNG figures", parser=path_option),
     no_figures: bool = typer.Option(False, "--no-figures", help="write metrics.json only"),
     no_relearn: bool = typer.Option(False, "--no-relearn", help="skip the relearn-time fine-tuning (slowest part)"),
-    seed: int = typer.Option(0, "--seed", min=0,
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX,
                              help="seed of every subsample, CV split, relearn order and random model"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1, … (default: cuda if present)"),
     model_class: Optional[str] = typer.Option(None, "--model-class", help="for runs of your own model "

@@ -15,8 +15,9 @@ from ..errors import RequestError
 from ..methods import list_methods
 from ..methods.base import FORGOTTEN_ATTR
 from ..metrics.accuracy import accuracy
+from ..params import SEED_MAX
 from ..training import check_output_dir
-from .app import app, cli_command, console, key_values
+from .app import app, cli_command, console, key_values, one_line, path_option
 from .import_cmd import MODEL_CLASS_HELP, load_user_class
 
 _SUBSET = next(f.default for f in dataclasses.fields(ForgetRequest) if f.name == "subset_per_class")
@@ -40,13 +41,13 @@ def build_request(forget_class: list[int] | None, forget_ids: Path | None, forge
 def forget_command(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="run directory of the trained model"),
     method: str = typer.Option(..., "--method", help="method name (see `obliviate methods`)"),
-    out: Path = typer.Option(..., "--out", help="run directory for the unlearned model"),
+    out: Path = typer.Option(..., "--out", help="run directory for the unlearned model", parser=path_option),
     forget_class: Optional[List[int]] = typer.Option(None, "--forget-class", help="class id to forget (repeatable)"),
     forget_ids: Optional[Path] = typer.Option(None, "--forget-ids", help="file of training sample ids (text or .npy)"),
     forget_fraction: Optional[float] = typer.Option(None, "--forget-fraction",
                                                     help="random fraction of the training set"),
     param: Optional[List[str]] = typer.Option(None, "--param", help="method parameter key=value (repeatable)"),
-    seed: int = typer.Option(0, "--seed", min=0),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX),
     subset_per_class: int = typer.Option(_SUBSET, "--subset-per-class",
                                          help="size of the retain subset D_sub per class"),
     device: Optional[str] = typer.Option(None, "--device"),
@@ -60,7 +61,7 @@ def forget_command(
     """
     request = build_request(forget_class, forget_ids, forget_fraction, subset_per_class, seed)
     params = key_values(param, "--param")
-    check_output_dir(out, force)  # before the checkpoint (and any user code) is loaded
+    check_output_dir(out, force, reads=[checkpoint])  # before the data and model load (and any user code)
     ck = load_checkpoint(checkpoint, device, model_class=load_user_class(model_class))
     prior = ck.lineage.forgotten
     model, record = forget(ck, request, method, out=out, params=params, seed=seed, device=device, overwrite=force)
@@ -78,7 +79,7 @@ def forget_command(
                       f"{accuracy(ck.model, ck.data.train.subset(prior.mask(ck.data.train).nonzero()[0])):.4f}",
                       f"{accuracy(model, ck.data.train.subset(prior.mask(ck.data.train).nonzero()[0])):.4f}")
     console.print(table)
-    console.print(f"[green]saved[/] {out} (certificate: {out / CERT_FILE}; "
+    console.print(f"[green]saved[/] {one_line(out)} (certificate: {one_line(out / CERT_FILE)}; "
                   f"forgotten since the original: {getattr(model, FORGOTTEN_ATTR).describe()})", highlight=False)
 
 

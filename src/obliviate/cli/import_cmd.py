@@ -22,7 +22,7 @@ from ..errors import ObliviateError
 from ..models.foreign import load_state
 from ..training import TrainConfig, check_output_dir
 from ..training.checkpoint import SAFETENSORS_FILE, STATE_DICT_FILE, read_state_dict
-from .app import app, cli_command, console, key_values
+from .app import app, cli_command, console, key_values, one_line, path_option
 
 _CFG = TrainConfig()
 MODEL_CLASS_HELP = ("your model's class as module:Class (importable from the current folder or PYTHONPATH); "
@@ -81,7 +81,8 @@ def import_command(
     model_class: str = typer.Option(..., "--model-class", help=MODEL_CLASS_HELP),
     weights: Path = typer.Option(..., "--weights", help="trained weights: .safetensors or a .pt state dict"),
     dataset: str = typer.Option(..., "--dataset", help="image-folder, arrays, or any `obliviate datasets` name"),
-    out: Path = typer.Option(..., "--out", help="run directory to write (model.pt, weights, run.json)"),
+    out: Path = typer.Option(..., "--out", help="run directory to write (model.pt, weights, run.json)",
+                             parser=path_option),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="image-folder: DIR with train/<class>/; "
                                              "arrays: FILE.npz with x_train, y_train, x_test, y_test"),
     model_arg: Optional[List[str]] = typer.Option(None, "--model-arg", help="constructor argument key=value"),
@@ -117,7 +118,8 @@ def import_command(
     acc = ck.run.record["accuracy"]
     m = ck.model
     feats = f"the input of {m.head_name!r}" if m.feature_layer == m.head_name else f"{m.feature_layer!r}"
-    console.print(f"imported {model_class} ({m.num_classes} classes, head {m.head_name!r}, features from {feats}) "
-                  f"on {data.name}: train {acc['train']:.4f}  test {acc['test']:.4f}", highlight=False)
-    console.print(f"[green]saved[/] {out} (model.pt, {SAFETENSORS_FILE}, {STATE_DICT_FILE}, run.json); "
-                  f"forget from it with --checkpoint {out} --model-class {model_class}", highlight=False)
+    console.print(f"imported {one_line(model_class)} ({m.num_classes} classes, head {m.head_name!r}, features "
+                  f"from {feats}) on {data.name}: train {acc['train']:.4f}  test {acc['test']:.4f}", highlight=False)
+    console.print(f"[green]saved[/] {one_line(out)} (model.pt, {SAFETENSORS_FILE}, {STATE_DICT_FILE}, run.json); "
+                  f"forget from it with --checkpoint {one_line(out)} --model-class {one_line(model_class)}",
+                  highlight=False)

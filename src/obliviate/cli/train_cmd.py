@@ -15,7 +15,7 @@ from ..data.splits import resolve_root
 from ..errors import ObliviateError
 from ..models import MODELS
 from ..training import TrainConfig, check_output_dir, train
-from .app import app, cli_command, console
+from .app import app, cli_command, console, one_line, path_option
 
 _CFG = TrainConfig()  # the single source of training defaults: each option below shows TrainConfig's
 _VAL_FRACTION = next(f.default for f in dataclasses.fields(DataSpec) if f.name == "val_fraction")
@@ -31,7 +31,8 @@ def _accuracy_line(record: dict) -> str:
 @cli_command
 def train_command(
     dataset: str = typer.Option(..., "--dataset", help="data set name (see `obliviate datasets`)"),
-    out: Path = typer.Option(..., "--out", help="run directory to write (model.pt, run.json, snapshots/)"),
+    out: Path = typer.Option(..., "--out", help="run directory to write (model.pt, run.json, snapshots/)",
+                             parser=path_option),
     model: str = typer.Option(_CFG.model, "--model", help="model name (see `obliviate models`)"),
     epochs: int = typer.Option(_CFG.epochs, "--epochs", help="epochs of plain training"),
     seed: int = typer.Option(_CFG.seed, "--seed"),
@@ -82,7 +83,7 @@ def train_command(
         extra = {"pinned_blocks": plan.pinned_blocks(), "extra_record": {"backdoor": plan.record()},
                  "extra_files": {IDS_FILE: plan.ids_text()}}
     result = train(bundle, cfg, out, device=device, overwrite=force, **extra)
-    console.print(f"[green]trained[/] {model} on {dataset} → {out}")
+    console.print(f"[green]trained[/] {model} on {dataset} → {one_line(out)}", highlight=False)
     console.print(_accuracy_line(result.record))
     if plant_backdoor is not None:
         console.print(_backdoor_line(result.record["backdoor"], out), highlight=False, soft_wrap=True)

@@ -5,10 +5,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 
 from ..certificate import verify
-from .app import app, cli_command, console, err_console
+from .app import app, cli_command, console, err_console, one_line
 from .import_cmd import MODEL_CLASS_HELP, load_user_class
 
 
@@ -25,7 +24,7 @@ def verify_command(
     res = verify(run, evidence=evidence, device=device, model_class=load_user_class(model_class))
     if not res.ok:
         for line in res.problems:
-            err_console.print(f"[bold red]mismatch:[/] {escape(line)}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]mismatch:[/] {one_line(line)}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
-    console.print(f"[green]verified[/] {escape(str(run))}: {len(res.checked)} checks passed "
+    console.print(f"[green]verified[/] {one_line(run)}: {len(res.checked)} checks passed "
                   f"(hashes back to the original run{', evidence re-measured' if evidence else ''})", highlight=False)

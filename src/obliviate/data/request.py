@@ -7,14 +7,35 @@ retain subset D_sub, failing early with a message that names the problem.
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import RequestError
+from ..errors import ObliviateError, RequestError
+from ..io import read_regular
 from .dataset import ArrayData
+
+ID_MAX = 2**63 - 1  # ids are int64 everywhere downstream
+
+
+def _int_ids(values, what: str) -> tuple[int, ...]:
+    """Integers only, within int64: a float, bool or string is refused (never truncated or cast)."""
+    if hasattr(values, "tolist"):  # a numpy array or tensor: its elements as Python values (floats stay floats)
+        values = values.tolist()
+        values = values if isinstance(values, list) else [values]
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__"):
+        raise RequestError(f"{what} must be a list of integers, got {type(values).__name__}")
+    out = []
+    for v in values:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise RequestError(f"{what} must be integers, got {v!r:.40} ({type(v).__name__})")
+        if not -ID_MAX - 1 <= int(v) <= ID_MAX:
+            raise RequestError(f"{what}: {int(v)} is out of range (ids are 64-bit integers)")
+        out.append(int(v))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -41,26 +62,35 @@ class ForgetRequest:
 
     @classmethod
     def for_ids(cls, ids, **kw) -> "ForgetRequest":
-        return cls(ids=tuple(int(i) for i in ids), **kw)
+        return cls(ids=_int_ids(ids, "sample ids"), **kw)
 
     @classmethod
     def from_ids_file(cls, path: str | Path, **kw) -> "ForgetRequest":
-        """Read ids from a text file (whitespace/comma separated) or a ``.npy`` array."""
+        """Read ids from a text file (whitespace/comma separated integers) or a ``.npy`` integer array.
+
+        Only integers are ids: a float, bool, complex or string array is refused, not rounded or cast
+        (12.7 silently becoming 12 would delete a sample nobody asked to delete).
+        """
         p = Path(path)
-        if not p.exists():
-            raise RequestError(f"forget-ids file {p} does not exist")
-        if not p.is_file():
-            what = "a folder" if p.is_dir() else "not a regular file"
-            raise RequestError(f"forget-ids file {p} is {what}, not a file of ids")
         try:
-            if p.suffix == ".npy":
-                ids = np.load(p, allow_pickle=False).reshape(-1)
-            else:
-                ids = [int(t) for t in p.read_text().replace(",", " ").split()]
-        except ValueError as exc:
-            raise RequestError(f"forget-ids file {p}: not a list of integer ids ({exc})") from exc
-        except OSError as exc:
-            raise RequestError(f"cannot read forget-ids file {p}: {exc.strerror or exc}") from None
+            raw = read_regular(p, "forget-ids file")
+        except ObliviateError as exc:
+            raise RequestError(str(exc)) from None
+        if p.suffix == ".npy":
+            try:
+                arr = np.load(io.BytesIO(raw), allow_pickle=False)
+            except Exception as exc:  # numpy raises several kinds (and EOFError on an empty file)
+                raise RequestError(f"forget-ids file {p}: not a list of integer ids ({type(exc).__name__}: "
+                                   f"{str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ''})") from None
+            if not np.issubdtype(arr.dtype, np.integer):
+                raise RequestError(f"forget-ids file {p}: not a list of integer ids (it holds {arr.dtype} values; "
+                                   "ids are integers, nothing is rounded)")
+            ids = arr.reshape(-1).tolist()
+        else:
+            try:
+                ids = [int(t) for t in raw.decode("utf-8").replace(",", " ").split()]
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise RequestError(f"forget-ids file {p}: not a list of integer ids ({str(exc)[:120]})") from None
         return cls.for_ids(ids, **kw)
 
     @property
@@ -81,9 +111,19 @@ class ForgetRequest:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ForgetRequest":
+        """A request as ``to_dict`` wrote it. Run records are received files: any other shape is a
+        RequestError naming the field, not a traceback later."""
+        if not isinstance(d, dict):
+            raise RequestError(f"a forget request is a mapping, got {type(d).__name__}")
         d = dict(d)
-        d["classes"] = tuple(d.get("classes") or ())
-        d["ids"] = tuple(d.get("ids") or ())
+        d["classes"] = _int_ids(d.get("classes") or (), "request classes")
+        d["ids"] = _int_ids(d.get("ids") or (), "request ids")
+        frac = d.get("fraction")
+        if frac is not None and (isinstance(frac, bool) or not isinstance(frac, (int, float))):
+            raise RequestError(f"request fraction must be a number, got {frac!r:.60}")
+        for key in ("subset_per_class", "seed"):
+            if key in d and (isinstance(d[key], bool) or not isinstance(d[key], int) or not 0 <= d[key] < 2**63):
+                raise RequestError(f"request {key} must be an integer >= 0, got {d[key]!r:.60}")
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
     def validate(self, num_classes: int) -> None:

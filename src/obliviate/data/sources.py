@@ -73,6 +73,8 @@ def _hash_files(paths: list[Path]) -> str:
 def _need(path: Path, what: str) -> Path:
     if not path.exists():
         raise ObliviateError(f"{what}: expected {path} but it does not exist")
+    if not (path.is_file() or path.is_dir()):  # a pipe or device: reading it could block forever
+        raise ObliviateError(f"{what}: {path} is not a regular file; refused to read it")
     return path
 
 
@@ -210,7 +212,7 @@ def _read_image_folders(root: Path, split: str, classes: list[str] | None) -> tu
     xs, ys = [], []
     for c, name in enumerate(classes):
         for f in sorted((base / name).iterdir()):
-            if f.suffix.lower() in _IMAGE_EXT:
+            if f.suffix.lower() in _IMAGE_EXT and f.is_file():  # a pipe named x.png would block the decoder
                 xs.append(np.asarray(Image.open(f).convert("RGB")).transpose(2, 0, 1))
                 ys.append(c)
     if not xs:
@@ -491,13 +493,49 @@ register_source(SourceInfo("letter", "UCI Letter recognition, 20,000 x 16 featur
 
 
 # ---------------------------------------------------------------- cache
+def _guarded(name: str, root: Path | None, step):
+    """``step(root)`` with any decoder failure as one ObliviateError naming the data set and path.
+
+    Data files come from others (a truncated download, a wrong file under --data-root): numpy, PIL,
+    scipy and gzip each fail in their own way, and none of that should reach the user as a traceback.
+    """
+    try:
+        return step(root)
+    except ObliviateError:
+        raise
+    except Exception as exc:
+        text = str(exc).strip()
+        detail = f"{type(exc).__name__}: {text.splitlines()[0][:160]}" if text else type(exc).__name__
+        raise ObliviateError(f"{name}: cannot read {root or 'its files'} ({detail})") from None
+
+
+def _check_raw(name: str, root: Path | None, raw: RawSource) -> None:
+    """Decoded arrays of the shapes the splits assume: one label per sample, labels naming a class,
+    finite features, train and test samples of one shape (else a wrong file fails later, obscurely)."""
+    where = f"{name} ({root})" if root else name
+    parts = [("train", raw.x_train, raw.y_train)] + ([("test", raw.x_test, raw.y_test)] if raw.x_test is not None
+                                                     else [])
+    for split, x, y in parts:
+        x, y = np.asarray(x), np.asarray(y)
+        if y.ndim != 1 or x.ndim < 2 or len(x) != len(y) or not len(y):
+            raise ObliviateError(f"{where}: {split} split has {x.shape} samples and {y.shape} labels")
+        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= len(raw.classes):
+            raise ObliviateError(f"{where}: {split} labels must be integers 0..{len(raw.classes) - 1}")
+        if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating) \
+                or (np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all()):
+            raise ObliviateError(f"{where}: {split} features must be finite numbers, got {x.dtype}")
+        if x.shape[1:] != np.asarray(raw.x_train).shape[1:]:
+            raise ObliviateError(f"{where}: test samples have shape {x.shape[1:]}, train samples "
+                                 f"{np.asarray(raw.x_train).shape[1:]}")
+
+
 def cached_source(name: str, root: str | Path | None) -> tuple[RawSource, str]:
     """Decode a source once; later calls read the ``.npy`` cache keyed by the source's content hash."""
     if name not in SOURCES:
         raise ObliviateError(f"unknown dataset {name!r}; choose one of: {', '.join(sorted(SOURCES))}")
     info = SOURCES[name]
     root_path = Path(root) if root else None
-    digest = info.fingerprint(root_path)
+    digest = _guarded(name, root_path, info.fingerprint)
     folder = cache_dir() / f"{name}-{digest[:16]}"
     meta_path = folder / "meta.json"
     if meta_path.exists():
@@ -508,7 +546,8 @@ def cached_source(name: str, root: str | Path | None) -> tuple[RawSource, str]:
                              meta["classes"], meta["kind"]), digest
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache is rebuilt below
-    raw = info.read(root_path)
+    raw = _guarded(name, root_path, info.read)
+    _check_raw(name, root_path, raw)
     arrays = {"x_train": raw.x_train, "y_train": raw.y_train}
     if raw.x_test is not None:
         arrays.update(x_test=raw.x_test, y_test=raw.y_test)

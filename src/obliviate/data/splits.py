@@ -26,7 +26,7 @@ class DataSpec:
     test_fraction: float = param(0.2, ge=0, lt=1)  # only for sources without an official test split
     train_per_class: int | None = param(None, ge=1)  # cap for quick runs; None = all
     test_per_class: int | None = param(None, ge=1)
-    split_seed: int = 0
+    split_seed: int = param(0, ge=0)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -23,7 +23,7 @@ from ..data.sources import SOURCES
 from ..errors import ObliviateError
 from ..methods import METHODS, load_all, resolve_params
 from ..models import MODELS
-from ..params import ConversionError, check_value, convert, declared
+from ..params import SEED_MAX, ConversionError, check_value, convert, declared
 from ..training import TrainConfig
 
 #: Pseudo-methods the harness runs itself: ``original`` evaluates θ₀ unchanged (the "before" row) and
@@ -277,11 +277,18 @@ def _named_entries(doc: Located, d: dict, section: str, allowed: set, what: str,
     return out
 
 
+def is_folder_name(name: str) -> bool:
+    """Whether ``name`` can name one folder under another: no separator, no ``.``/``..``, no control
+    characters (labels and the study name come from a received file and become paths)."""
+    return bool(name.strip()) and "/" not in name and "\\" not in name and name.strip() not in (".", "..") \
+        and all(c.isprintable() for c in name)
+
+
 def _path_label(doc: Located, path: tuple, entry: dict) -> str:
     """A data set's or model's label (default: its name). It names folders under the work folder, so path
     syntax in it (``/``, ``..``) is refused here, with its line, rather than let a model land elsewhere."""
     label = str(entry.get("label") or entry["name"])
-    if "/" in label or "\\" in label or label.strip() in (".", "..") or any(ord(c) < 32 for c in label):
+    if not is_folder_name(label):
         raise doc.error(path + (("label",) if "label" in entry else ()),
                         f"label {label!r} names a folder: no '/', '\\', control characters, '.' or '..'")
     return label
@@ -300,6 +307,9 @@ def parse_study(text: str, file: str = "<study>", *, data_roots: dict[str, str] 
             raise doc.error((), f"missing {req!r}: a study needs datasets, models, requests and methods")
     name = d.get("name") or Path(file).stem
     _expect(doc, ("name",), name, str, "a string")
+    if not is_folder_name(name):  # it names the report's folder (reports/NAME/ beside the store)
+        raise doc.error(("name",) if "name" in d else (), f"study name {name!r} names a folder: no '/', '\\', "
+                        "control characters, '.' or '..'")
     datasets = _parse_datasets(doc, d, study_dir, data_roots)
     models = _parse_models(doc, d)
     train = _check_train(doc, ("train",), d.get("train"))
@@ -505,8 +515,8 @@ def _parse_seeds(doc: Located, d: dict) -> list[int]:
     seeds_list = seeds_raw if isinstance(seeds_raw, list) else [seeds_raw]
     seeds = [_expect(doc, ("seeds", j) if isinstance(seeds_raw, list) else ("seeds",), s, int, "an integer seed")
              for j, s in enumerate(seeds_list)]
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise doc.error(("seeds",), "seeds must be a non-empty list of distinct integers >= 0")
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or max(seeds) > SEED_MAX:
+        raise doc.error(("seeds",), f"seeds must be a non-empty list of distinct integers in 0..{SEED_MAX}")
     return seeds
 
 

@@ -10,7 +10,9 @@ This module owns the snapshot layout (``snapshots/step_*.pt``, ``block_*.pt``, `
 from __future__ import annotations
 
 import copy
+import io
 import json
+import os
 import pickle
 import time
 import warnings
@@ -21,8 +23,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import CheckpointError
-from ..io import check_writable_dir, torch_save, write_bytes, write_json, write_npy, write_text
+from ..errors import CheckpointError, ObliviateError
+from ..io import (
+    bytes_sha256,
+    check_writable_dir,
+    file_sha256,
+    read_regular,
+    torch_save,
+    write_bytes,
+    write_json,
+    write_npy,
+    write_text,
+)
+from ..lineage import check_record
 from ..models import Classifier, ModelSpec, build_model
 from ..models.foreign import FOREIGN_PREFIX, rebuild
 
@@ -39,16 +52,31 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else ""
 
 
-def load_weights(path: str | Path, what: str) -> Any:
+def read_checked(path: str | Path, what: str, sha256: str | None = None) -> bytes:
+    """The bytes of a regular file (a pipe or device is refused unopened) that, with ``sha256``, must hash to it.
+
+    Hashing the very bytes that are then parsed leaves no gap for a swap between check and use."""
+    try:
+        data = read_regular(path, what)
+    except ObliviateError as exc:
+        raise CheckpointError(str(exc)) from None
+    if sha256 is not None and bytes_sha256(data) != sha256:
+        raise CheckpointError(f"{what} {path} does not match the SHA-256 its training run recorded "
+                              "(it was replaced or edited after training); refused to use it")
+    return data
+
+
+def load_weights(path: str | Path, what: str, sha256: str | None = None) -> Any:
     """``torch.load`` restricted to tensors and plain values, with a one-line error for a bad file.
 
     Why weights-only: an unrestricted load unpickles whatever the file names, so a received run folder
-    could run code on the reader's machine.
+    could run code on the reader's machine. ``sha256``: the hash the file must have (else refused).
     """
+    data = read_checked(path, what, sha256)
     try:
         with warnings.catch_warnings():  # torch warns (several lines) about pickle protocols it did not write
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:  # torch's message is many lines; keep the one naming the problem
         detail = next((ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln),
                       first_line(exc))
@@ -143,7 +171,7 @@ class RunDir:
         ``model_class``: the user's class, for a run of their own model (importing it is the caller's choice)."""
         model = load_model_file(self.model_path, device, model_class)
         recorded, held = self.record.get("model"), model.spec.to_dict()
-        if isinstance(recorded, dict):
+        if recorded is not None:  # check_record made sure it is a mapping
             keys = ("name", "input_shape", "num_classes", "options")
             if any(json.dumps(recorded.get(k), sort_keys=True) != json.dumps(held[k], sort_keys=True) for k in keys):
                 raise CheckpointError(f"{self.path}: {RUN_FILE} records a {recorded.get('name')!r} model "
@@ -167,15 +195,14 @@ def open_run(path: str | Path) -> RunDir:
         hint = " (it holds snapshots of an unfinished run: re-run train to resume)" if unfinished else ""
         raise CheckpointError(f"{path} is not a finished run: no {RUN_FILE}{hint}")
     try:
-        record = json.loads(run_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"corrupt {run_file}: {exc}") from exc
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {run_file}: {exc.strerror or exc}") from None
+        record = json.loads(read_checked(run_file, "run record"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"corrupt {run_file}: {type(exc).__name__}: {first_line(exc)}") from None
     if not isinstance(record, dict):
         raise CheckpointError(f"corrupt {run_file}: expected a JSON object, got {type(record).__name__}")
     if not (path / MODEL_FILE).exists():
         raise CheckpointError(f"{path} has {RUN_FILE} but no {MODEL_FILE}")
+    check_record(record, run_file)
     return RunDir(path, record)
 
 
@@ -191,14 +218,36 @@ def finish_run(path: str | Path, model: Classifier, record: dict, files: dict[st
     return RunDir(path, record)
 
 
-def check_output_dir(path: str | Path, overwrite: bool) -> Path:
-    """Refuse to clobber a finished run unless asked, and a folder we cannot write, before any work."""
+def check_output_dir(path: str | Path, overwrite: bool, reads: list[str | Path] = ()) -> Path:
+    """Refuse to clobber a finished run unless asked, and a folder we cannot write, before any work.
+
+    Also refused: an empty path (it would mean the current folder), a ``snapshots`` entry that is a
+    symlink (writes and ``--force`` deletions would land in whatever folder it points to), and a folder
+    that is one of ``reads`` (the runs this command reads: overwriting the input loses it and makes a run
+    its own parent).
+    """
+    if not str(path).strip():
+        raise CheckpointError("--out is empty: name the run folder to write")
     path = Path(path)
     if (path / RUN_FILE).exists() and not overwrite:
         raise CheckpointError(f"{path} already holds a finished run; choose another --out or pass --force")
     if path.exists() and not path.is_dir():
         raise CheckpointError(f"--out {path} exists and is not a directory")
+    if (path / SNAP_DIR).is_symlink():
+        raise CheckpointError(f"{path / SNAP_DIR} is a symbolic link; refused to write or delete snapshots through "
+                              "it (replace it with a folder, or choose another --out)")
+    for other in reads:
+        if same_folder(path, other):
+            raise CheckpointError(f"--out {path} is the run it reads ({other}); choose another --out")
     return check_writable_dir(path, "--out")
+
+
+def same_folder(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name the same existing folder (through symlinks, ``..`` or a bind mount)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
 
 
 # ------------------------------------------------------------------ snapshots
@@ -212,9 +261,10 @@ def save_snapshot(snap_dir: Path, kind: str, n: int, blob: dict) -> None:
     torch_save(snapshot_file(snap_dir, kind, n), {kind: n, **blob})
 
 
-def load_snapshot(path: Path, key: str | None = None) -> dict:
-    """A snapshot, weights-only and checked: all keys of its kind present and, with ``key``, of this run."""
-    blob = load_weights(path, "snapshot")
+def load_snapshot(path: Path, key: str | None = None, sha256: str | None = None) -> dict:
+    """A snapshot, weights-only and checked: all keys of its kind present and, with ``key``, of this run
+    (with ``sha256``, also the very file the run recorded)."""
+    blob = load_weights(path, "snapshot", sha256)
     kind = path.name.split("_")[0]
     missing = [k for k in SNAPSHOT_KEYS.get(kind, ()) if not isinstance(blob, dict) or k not in blob]
     if not isinstance(blob, dict) or missing:
@@ -311,28 +361,33 @@ class TrainingSnapshots:
         return sorted(p.name for p in self.snap_dir.glob("step_*.pt")) if self.snap_dir else []
 
 
-def block_files(blocks: int) -> dict:
-    """The record's pointers to a block-incremental run's snapshots (relative to the run folder)."""
-    return {"files": [f"{SNAP_DIR}/{snapshot_file(Path(), 'block', j)}" for j in range(blocks + 1)],
-            "assignment": f"{SNAP_DIR}/{BLOCKS_FILE}"}
+def block_files(blocks: int, snap_dir: Path | None = None) -> dict:
+    """The record's pointers to a block-incremental run's snapshots (relative to the run folder) and, with
+    ``snap_dir``, the SHA-256 of each: what binds the block index and every θ_j to this run's record."""
+    names = [snapshot_file(Path(), "block", j).name for j in range(blocks + 1)] + [BLOCKS_FILE]
+    out = {"files": [f"{SNAP_DIR}/{n}" for n in names[:-1]], "assignment": f"{SNAP_DIR}/{BLOCKS_FILE}"}
+    if snap_dir is not None:
+        out["sha256"] = {n: file_sha256(Path(snap_dir) / n, what="snapshot") for n in names}
+    return out
 
 
-def load_block_snapshot(run_path: str | Path, j: int) -> dict:
+def load_block_snapshot(run_path: str | Path, j: int, sha256: str | None = None) -> dict:
     """θ_j and its optimiser state from a block-incremental run (j = 0 is the initialisation)."""
     p = snapshot_file(Path(run_path) / SNAP_DIR, "block", j)
     if not p.exists():
         raise CheckpointError(f"snapshot {p} is missing")
-    return load_snapshot(p)
+    return load_snapshot(p, sha256=sha256)
 
 
-def load_block_assignment(run_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, block) arrays of a block-incremental run."""
+def load_block_assignment(run_path: str | Path, sha256: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, block) arrays of a block-incremental run (``sha256``: the hash the index must have)."""
     p = Path(run_path) / SNAP_DIR / BLOCKS_FILE
     if not p.exists():
         raise CheckpointError(f"{run_path} was not trained in block mode (no {p.name}); "
                               "train with --blocks B --epochs-per-block E")
+    data = read_checked(p, "block index", sha256)
     try:
-        arr = np.load(p, allow_pickle=False)
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as exc:  # numpy raises several kinds on a truncated or foreign file
         raise CheckpointError(f"corrupt {p}: {first_line(exc)}") from None
     if arr.ndim != 2 or arr.shape[1] != 2 or not np.issubdtype(arr.dtype, np.integer):
@@ -367,9 +422,27 @@ class Snapshots:
         return (self.path / SNAP_DIR / BLOCKS_FILE).exists()
 
     def block_assignment(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, block) arrays; CheckpointError when the run was not block-trained."""
-        return load_block_assignment(self.path)
+        """(ids, block) arrays; CheckpointError when the run was not block-trained or the index was changed."""
+        if not self.has_blocks():
+            return load_block_assignment(self.path)  # says the run was not block-trained
+        return load_block_assignment(self.path, self.recorded_sha256(BLOCKS_FILE))
 
     def block(self, j: int) -> dict:
-        """θ_j and its optimiser state (j = 0 is the initialisation)."""
-        return load_block_snapshot(self.path, j)
+        """θ_j and its optimiser state (j = 0 is the initialisation), checked against the run's record."""
+        return load_block_snapshot(self.path, j, self.recorded_sha256(snapshot_file(Path(), "block", j).name))
+
+    def recorded_sha256(self, name: str) -> str:
+        """The SHA-256 the training run recorded for ``snapshots/name``.
+
+        Why: DeepObliviate retrains only the blocks the index says hold the deleted ids, from θ_{d−1}; an
+        edited index or a swapped snapshot would make it restart from weights that saw those ids and still
+        call the result exact retraining. A file is used only if it is the one this run wrote.
+        """
+        record = open_run(self.path).record
+        snaps = record.get("snapshots")
+        hashes = snaps.get("sha256") if isinstance(snaps, dict) else None
+        if not isinstance(hashes, dict) or not isinstance(hashes.get(name), str):
+            raise CheckpointError(f"{self.path / RUN_FILE} records no SHA-256 of {SNAP_DIR}/{name} (made before "
+                                  "obliviate bound snapshots to their run, or edited): its snapshots cannot be "
+                                  "trusted; retrain it with --blocks")
+        return hashes[name]

@@ -25,12 +25,12 @@ from ..data.dataset import ArrayData, DataBundle
 from ..data.pipeline import AUGMENTS, BatchStream
 from ..data.splits import default_augment
 from ..env import now_iso, pick_device, seed_everything, sync, versions
-from ..errors import ObliviateError
+from ..errors import CheckpointError, ObliviateError
 from ..finite import require_finite
 from ..io import config_hash
 from ..models import MODELS, Classifier, model_for
 from ..models.foreign import FOREIGN_PREFIX
-from ..params import OPTIMIZERS, SCHEDULES, check_fields, param
+from ..params import OPTIMIZERS, SCHEDULES, SEED_MAX, check_fields, param
 from .accuracy import accuracy
 from .checkpoint import (  # noqa: F401  (methods import the run-folder readers from here)
     SNAP_DIR,
@@ -62,7 +62,7 @@ class TrainConfig:
     schedule: str = param("onecycle", choices=SCHEDULES)
     label_smoothing: float = param(0.0, ge=0, lt=1)
     augment: str | None = param(None, choices=AUGMENTS)  # None: the data set's default
-    seed: int = param(0, ge=0)
+    seed: int = param(0, ge=0, le=SEED_MAX)
     snapshot_every: int = param(0, ge=0)  # steps; 0 = no step snapshots
     blocks: int = param(0, ge=0)  # >0: block-incremental training (DeepObliviate)
     epochs_per_block: int = param(1, ge=1)
@@ -81,6 +81,17 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+    @classmethod
+    def from_record(cls, d: dict, where: str | Path) -> "TrainConfig":
+        """The recipe a received run.json records, checked like a new one (CheckpointError naming the file):
+        a recipe of junk types would otherwise fail mid-way through a method that retrains with it."""
+        try:
+            cfg = cls.from_dict(d)
+            cfg.validate()
+        except (ObliviateError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"corrupt {where}: its training config is invalid ({exc})") from None
+        return cfg
 
     def validate(self) -> None:
         """Every option against its declared range, before any work (``ObliviateError`` naming it)."""
@@ -240,7 +251,7 @@ def _train_blocks(model, optimizer, train_dev: ArrayData, blocks: np.ndarray, cf
         if max_steps is not None and step >= max_steps:
             return step, {"interrupted_at_block": j + 1}
     return step, {"mode": "blocks", "blocks": cfg.blocks, "epochs_per_block": cfg.epochs_per_block,
-                  **block_files(cfg.blocks)}
+                  **block_files(cfg.blocks, snap_dir)}
 
 
 def _check_diverged(model: Classifier, cfg: TrainConfig, remove: Path | None) -> None:
