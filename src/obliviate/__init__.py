@@ -16,9 +16,10 @@ from .errors import AccessError, CheckpointError, ObliviateError, RequestError
 from .methods import list_methods, unlearn
 from .models import build_model, model_for
 from .training import TrainConfig, train
+from .verdict import VerdictRule
 
 __version__ = "0.1.0"
 __all__ = ["Checkpoint", "forget", "load_checkpoint", "VerifyResult", "history", "verify", "DataBundle", "DataSpec",
            "ForgetRequest", "load_data",
            "AccessError", "CheckpointError", "ObliviateError", "RequestError", "list_methods", "unlearn",
-           "build_model", "model_for", "TrainConfig", "train", "__version__"]
+           "build_model", "model_for", "TrainConfig", "train", "VerdictRule", "__version__"]

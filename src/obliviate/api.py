@@ -16,6 +16,7 @@ from .methods import get_method, resolve_params, unlearn
 from .methods.base import FORGOTTEN_ATTR
 from .models import Classifier
 from .training import RunDir, TrainConfig, check_output_dir, finish_run, open_run
+from .verdict import VerdictRule, judge
 
 
 @dataclass
@@ -72,11 +73,13 @@ def _root_model(ck: Checkpoint, device) -> Classifier | None:
 
 def forget(checkpoint: str | Path | Checkpoint, request: ForgetRequest, method: str = "unsir", *,
            out: str | Path | None = None, params: dict | None = None, seed: int = 0,
-           device: str | None = None, overwrite: bool = False) -> tuple[Classifier, dict]:
+           device: str | None = None, overwrite: bool = False,
+           rule: VerdictRule | None = None) -> tuple[Classifier, dict]:
     """Unlearn ``request`` from a saved run with ``method``; with ``out``, save a run directory.
 
     On an unlearned run the request is applied on top of its lineage: everything forgotten before stays
     out of every data set the method reads. A saved run gets run.json and then ``certificate.json``.
+    The record's ``evidence`` and ``verdict`` (``forgotten`` yes/no by ``rule``) are in the certificate too.
     """
     out_path = check_output_dir(out, overwrite) if out is not None else None
     resolve_params(get_method(method), params)  # bad parameters fail before the checkpoint is loaded
@@ -90,10 +93,12 @@ def forget(checkpoint: str | Path | Checkpoint, request: ForgetRequest, method: 
     record = {"kind": "forget", "original": str(ck.lineage.root), "parent": str(ck.path.resolve()),
               "data": ck.data.describe(), "model": model.spec.to_dict(), "config": ck.train_config.to_dict(),
               "versions": versions(), "finished": now_iso(), **record, "lineage": lineage}
+    requests = [ForgetRequest.from_dict(r["request"]) for r in lineage["requests"]]
+    evidence = measure_evidence(model, ck.data, requests, seed=0)
+    verdict = judge(evidence, [bool(r.classes) for r in requests], (rule or VerdictRule()).resolve(ck.data.num_classes))
     if out_path is not None:
-        requests = [ForgetRequest.from_dict(r["request"]) for r in lineage["requests"]]
-        evidence = measure_evidence(model, ck.data, requests, seed=0)
         finish_run(out_path, model, record)
-        cert = build_certificate(out_path, record, ck.path, ck.run.record, evidence, (params or {}).get("preset"))
+        cert = build_certificate(out_path, record, ck.path, ck.run.record, evidence, (params or {}).get("preset"),
+                                 verdict=verdict)
         record["certificate"] = str(write_certificate(out_path, cert))
-    return model, record
+    return model, {**record, "evidence": evidence, "verdict": verdict}

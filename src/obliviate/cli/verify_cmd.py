@@ -9,6 +9,7 @@ from rich.markup import escape
 
 from ..certificate import verify
 from .app import app, cli_command, console, err_console
+from .forget_cmd import print_verdict
 
 
 @app.command("verify")
@@ -18,7 +19,10 @@ def verify_command(
     evidence: bool = typer.Option(False, "--evidence", help="also reload the data and re-measure the evidence"),
     device: Optional[str] = typer.Option(None, "--device", help="device for --evidence (default: cuda if present)"),
 ) -> None:
-    """Check RUN's certificate: weights, run.json, ids file, parent chain (and evidence); exit 1 on any mismatch."""
+    """Check RUN's certificate: weights, run.json, ids file, parent chain, evidence and verdict.
+
+    Exit 1 on any mismatch; exit 3 when everything matches but the verdict is "not forgotten".
+    """
     res = verify(run, evidence=evidence, device=device)
     if not res.ok:
         for line in res.problems:
@@ -26,3 +30,5 @@ def verify_command(
         raise typer.Exit(1)
     console.print(f"[green]verified[/] {escape(str(run))}: {len(res.checked)} checks passed "
                   f"(hashes back to the original run{', evidence re-measured' if evidence else ''})", highlight=False)
+    if res.verdict is not None:
+        print_verdict(res.verdict, run)
