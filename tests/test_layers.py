@@ -15,7 +15,7 @@ import obliviate
 
 PACKAGE = Path(obliviate.__file__).parent
 LAYERS = {
-    **dict.fromkeys(("errors", "io", "params", "env", "finite", "progress"), 0),
+    **dict.fromkeys(("errors", "io", "params", "env", "finite", "progress", "verdict"), 0),
     **dict.fromkeys(("data", "models"), 1),
     **dict.fromkeys(("training", "lineage"), 2),
     **dict.fromkeys(("methods", "metrics"), 3),

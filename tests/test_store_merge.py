@@ -84,3 +84,27 @@ def test_bad_sources_fail_early_and_write_nothing(tmp_path):
     r = CliRunner().invoke(app, ["results", "merge", str(a), str(junk), "--into", str(into)])
     assert r.exit_code == 2 and "not a readable obliviate results store" in r.output, r.output
     assert not into.exists() and not list(tmp_path.glob(".c.sqlite*"))  # no half-made store left behind
+
+
+def _noisy(key: str, **metrics) -> dict:
+    row = _row(key)
+    row["metrics"] = {**row["metrics"], **metrics}
+    return row
+
+
+def test_float_noise_is_a_duplicate_and_a_real_change_a_conflict_naming_the_source_stores(tmp_path):
+    # issue 24: the same study on a Ray cluster (1 thread per node) and locally (2 threads)
+    a = _store(tmp_path / "a.sqlite", [_noisy("k1", activation_distance=0.92474, js=0.66121, zrf=0.46093,
+                                              retain_acc=0.986981)])
+    b = _store(tmp_path / "b.sqlite", [_noisy("k1", activation_distance=0.92481, js=0.66124, zrf=0.46090,
+                                              retain_acc=0.986168)])  # one of 1,229 predictions flipped
+    into = tmp_path / "c.sqlite"
+    r = CliRunner().invoke(app, ["results", "merge", str(a), str(b), "--into", str(into)])
+    assert r.exit_code == 0 and "1 already there, 0 conflicts" in " ".join(r.output.split()), r.output
+    # an accuracy moved by a point: beyond the noise, a conflict; the kept row's store is named, not a temp file
+    c = _store(tmp_path / "c2.sqlite", [_noisy("k1", activation_distance=0.92474, js=0.66121, zrf=0.46093,
+                                               retain_acc=0.976981)])
+    r = CliRunner().invoke(app, ["results", "merge", str(a), str(c), "--into", str(tmp_path / "d.sqlite")])
+    assert r.exit_code == 1 and "retain_acc 0.987 vs 0.977" in r.output, r.output
+    text = " ".join(r.output.split())
+    assert f"kept the row of {a}, not {tmp_path / 'c2.sqlite'}'s" in text and "merging" not in text, r.output

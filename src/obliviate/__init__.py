@@ -22,10 +22,11 @@ from .errors import AccessError, CheckpointError, ObliviateError, RequestError
 from .methods import list_methods, unlearn
 from .models import ForeignClassifier, build_model, model_for, wrap
 from .training import TrainConfig, train
+from .verdict import VerdictRule
 
 __version__ = "0.1.0"
 __all__ = ["Checkpoint", "forget", "import_model", "load_checkpoint", "from_datasets", "from_tensors",
            "ForeignClassifier", "wrap", "VerifyResult", "history", "verify", "DataBundle", "DataSpec",
            "ForgetRequest", "load_data",
            "AccessError", "CheckpointError", "ObliviateError", "RequestError", "list_methods", "unlearn",
-           "build_model", "model_for", "TrainConfig", "train", "__version__"]
+           "build_model", "model_for", "TrainConfig", "train", "VerdictRule", "__version__"]

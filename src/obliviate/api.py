@@ -22,6 +22,7 @@ from .models import Classifier, ForeignClassifier
 from .models.foreign import adopt
 from .training import RunDir, TrainConfig, check_output_dir, finish_run, open_run
 from .training.accuracy import accuracy
+from .verdict import VerdictRule, judge
 
 
 @dataclass
@@ -89,11 +90,13 @@ def _root_model(ck: Checkpoint, device) -> Classifier | None:
 
 def forget(checkpoint: str | Path | Checkpoint, request: ForgetRequest, method: str = "unsir", *,
            out: str | Path | None = None, params: dict | None = None, seed: int = 0,
-           device: str | None = None, overwrite: bool = False) -> tuple[Classifier, dict]:
+           device: str | None = None, overwrite: bool = False,
+           rule: VerdictRule | None = None) -> tuple[Classifier, dict]:
     """Unlearn ``request`` from a saved run with ``method``; with ``out``, save a run directory.
 
     On an unlearned run the request is applied on top of its lineage: everything forgotten before stays
     out of every data set the method reads. A saved run gets run.json and then ``certificate.json``.
+    The record's ``evidence`` and ``verdict`` (``forgotten`` yes/no by ``rule``) are in the certificate too.
     """
     source = checkpoint.path if isinstance(checkpoint, Checkpoint) else checkpoint
     out_path = check_output_dir(out, overwrite, reads=[source]) if out is not None else None
@@ -111,13 +114,15 @@ def forget(checkpoint: str | Path | Checkpoint, request: ForgetRequest, method: 
               "data": ck.data.describe(), "model": ck.model.spec.to_dict(),
               "config": ck.train_config.to_dict() if ck.train_config is not None else None,
               "versions": versions(), "finished": now_iso(), **record, "lineage": lineage}
+    requests = [ForgetRequest.from_dict(r["request"]) for r in lineage["requests"]]
+    evidence = measure_evidence(model, ck.data, requests, seed=0)
+    verdict = judge(evidence, [bool(r.classes) for r in requests], (rule or VerdictRule()).resolve(ck.data.num_classes))
     if out_path is not None:
-        requests = [ForgetRequest.from_dict(r["request"]) for r in lineage["requests"]]
-        evidence = measure_evidence(model, ck.data, requests, seed=0)
         finish_run(out_path, model, record)
-        cert = build_certificate(out_path, record, ck.path, ck.run.record, evidence, (params or {}).get("preset"))
+        cert = build_certificate(out_path, record, ck.path, ck.run.record, evidence, (params or {}).get("preset"),
+                                 verdict=verdict)
         record["certificate"] = str(write_certificate(out_path, cert))
-    return model, record
+    return model, {**record, "evidence": evidence, "verdict": verdict}
 
 
 def import_model(net: torch.nn.Module, data, out: str | Path, *, train_config: TrainConfig | None = None,

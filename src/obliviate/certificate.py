@@ -28,7 +28,9 @@ from .lineage import IDS_FILE, INLINE_IDS, locate
 from .methods.base import SNAPSHOTS
 from .metrics.accuracy import accuracy
 from .metrics.mia import mia_loss_lr
+from .metrics.outputs import per_sample_loss
 from .training.checkpoint import MODEL_FILE, RUN_FILE, SNAP_DIR, open_run
+from .verdict import judge
 
 CERT_FILE = "certificate.json"
 FORMAT = "obliviate-certificate/1"
@@ -82,12 +84,21 @@ def measure_evidence(model: torch.nn.Module, data: DataBundle, requests: list[Fo
         "retained_test_acc": _num(accuracy(model, _test_part(data, everything.classes, False))),
         "mia_loss_lr": _num(mia_loss_lr(model, new.forget(train), unseen, seed=seed))
         if min(len(new.forget_pos), len(unseen) if unseen is not None else 0) >= MIA_MIN else None,
+        "loss_gap": _loss_gap(model, new.forget(train), unseen),
         "per_request": per_request, "seed": seed,
     }
 
 
+def _loss_gap(model: torch.nn.Module, forget, unseen) -> float | None:
+    """Mean loss on unseen samples minus on this request's samples: > 0 when the model fits the deleted
+    samples better than unseen ones (the direction in which a loss attack means "still remembered")."""
+    if forget is None or unseen is None or not len(forget) or not len(unseen):
+        return None
+    return _num(float(np.mean(per_sample_loss(model, unseen)) - np.mean(per_sample_loss(model, forget))))
+
+
 def build_certificate(out: Path, record: dict, parent: Path, parent_record: dict, evidence: dict,
-                      preset: str | None) -> dict:
+                      preset: str | None, verdict: dict | None = None) -> dict:
     """The certificate of a saved forget run ``out`` (model.pt and run.json already written)."""
     out = Path(out)
     lin = record["lineage"]
@@ -121,6 +132,8 @@ def build_certificate(out: Path, record: dict, parent: Path, parent_record: dict
                         "restarted_from_original": record.get("restarted_from_original", False)},
         "evidence": evidence,
     }
+    if verdict is not None:
+        cert["verdict"] = verdict
     cert["certificate_sha256"] = _self_hash(cert)
     return cert
 
@@ -147,6 +160,7 @@ class VerifyResult:
     ok: bool = True
     problems: list[str] = field(default_factory=list)
     checked: list[str] = field(default_factory=list)  # what was checked, for the report
+    verdict: dict | None = None  # the run's verdict, re-checked (None: its certificate has none)
 
     def fail(self, line: str) -> None:
         self.ok = False
@@ -259,20 +273,43 @@ def verify(path: str | Path, evidence: bool = False, device: str | None = None, 
             res.fail(f"{here}/{CERT_FILE} is malformed ({type(exc).__name__}: {exc})")
             c, nxt = None, None
         cert = cert or c
+    now = None
     if evidence and cert is not None and res.ok:
         try:
-            _verify_evidence(res, run, cert, device, model_class)
+            now = _verify_evidence(res, run, cert, device, model_class)
         except (KeyError, TypeError, AttributeError, ValueError, ObliviateError) as exc:
             res.fail(f"{run}: cannot re-measure the evidence ({type(exc).__name__}: {exc})")
+    if cert is not None and res.ok and "verdict" in cert:
+        try:
+            _verify_verdict(res, run, cert, now)
+        except (KeyError, TypeError, AttributeError, ValueError, ObliviateError) as exc:
+            res.fail(f"{run}: cannot re-check the verdict ({type(exc).__name__}: {exc})")
     return res
 
 
-def _verify_evidence(res: VerifyResult, run: Path, cert: dict, device: str | None, model_class=None) -> None:
+def _verify_verdict(res: VerifyResult, run: Path, cert: dict, now: dict | None) -> None:
+    """Judge the recorded (and, when re-measured, the new) evidence again by the recorded rule."""
+    recorded = cert["verdict"]
+    classes = [bool(ForgetRequest.from_dict(r["request"]).classes) for r in open_run(run).record["lineage"]["requests"]]
+    for what, ev in (("recorded", cert["evidence"]), ("re-measured", now)):
+        if ev is None:
+            continue
+        again = judge(ev, classes, recorded["rule"])
+        if again["forgotten"] != recorded["forgotten"]:
+            res.fail(f"{run}: the {what} evidence gives forgotten={again['forgotten']} by the recorded rule, "
+                     f"the certificate says forgotten={recorded['forgotten']}")
+            return
+    res.verdict = recorded
+    res.checked.append(f"verdict of {run}")
+
+
+def _verify_evidence(res: VerifyResult, run: Path, cert: dict, device: str | None,
+                     model_class=None) -> dict | None:
     data = replant(load_data(DataSpec.from_dict(cert["data"]["spec"])), cert["data"]["spec"], run / CERT_FILE)
     if data.source_hash != cert["data"]["source_hash"]:
         res.fail(f"{run}: data set {data.name!r} has source hash {data.source_hash[:12]}, "
                  f"the certificate names {str(cert['data']['source_hash'])[:12]}")
-        return
+        return None
     record = open_run(run).record
     requests = [ForgetRequest.from_dict(r["request"]) for r in record["lineage"]["requests"]]
     model = open_run(run).load_model(pick_device(device), model_class)
@@ -280,6 +317,7 @@ def _verify_evidence(res: VerifyResult, run: Path, cert: dict, device: str | Non
     for key, then, value in _differences(cert["evidence"], now):
         res.fail(f"{run}: evidence {key} is {value} now, the certificate says {then}")
     res.checked.append(f"evidence of {run}")
+    return now
 
 
 def _differences(then, now, key: str = ""):

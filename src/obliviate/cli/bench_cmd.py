@@ -29,7 +29,7 @@ def print_results(name: str, rows: list[dict], *, all_metrics: bool = False, n_f
 
     agg = aggregate(rows)
     metrics = [c[:-5] for c in agg.columns if c.endswith("_mean")] if all_metrics else \
-        [m for m in headline_metrics(agg) if m in TERMINAL]
+        [m for m in headline_metrics(agg) if m in TERMINAL or m.startswith("tuned_")]
     for (ds, model, req), group in agg.groupby(["dataset", "model", "request"], sort=False):
         table = Table(title=escape(f"{name}: {ds} / {model} / forget {req}"), title_justify="left")
         table.add_column("method", no_wrap=True)

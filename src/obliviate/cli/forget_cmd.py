@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..api import forget, load_checkpoint
@@ -17,7 +18,8 @@ from ..methods.base import FORGOTTEN_ATTR
 from ..metrics.accuracy import accuracy
 from ..params import SEED_MAX
 from ..training import check_output_dir
-from .app import app, cli_command, console, key_values, one_line, path_option
+from ..verdict import EXIT_NOT_FORGOTTEN, VerdictRule, summary
+from .app import app, cli_command, console, err_console, key_values, one_line, path_option
 from .import_cmd import MODEL_CLASS_HELP, load_user_class
 
 _SUBSET = next(f.default for f in dataclasses.fields(ForgetRequest) if f.name == "subset_per_class")
@@ -54,17 +56,23 @@ def forget_command(
     force: bool = typer.Option(False, "--force", help="overwrite a finished run in --out"),
     model_class: Optional[str] = typer.Option(None, "--model-class", help="for a run of your own model "
                                               "(`obliviate import`): " + MODEL_CLASS_HELP),
+    max_forget_acc: Optional[float] = typer.Option(None, "--max-forget-acc",
+                                                   help="verdict bound on a forgotten class's accuracy "
+                                                        "(default 1/num_classes)"),
 ) -> None:
     """Make a trained model forget a class, several classes, a fraction or given samples.
 
-    On a run made by `forget`, the request is applied on top: what it forgot stays forgotten.
+    On a run made by `forget`, the request is applied on top: what it forgot stays forgotten. Ends with the
+    verdict; exit 3 when the run is saved but the evidence says the data is not forgotten.
     """
+    rule = VerdictRule(max_forget_acc=max_forget_acc)
     request = build_request(forget_class, forget_ids, forget_fraction, subset_per_class, seed)
     params = key_values(param, "--param")
     check_output_dir(out, force, reads=[checkpoint])  # before the data and model load (and any user code)
     ck = load_checkpoint(checkpoint, device, model_class=load_user_class(model_class))
     prior = ck.lineage.forgotten
-    model, record = forget(ck, request, method, out=out, params=params, seed=seed, device=device, overwrite=force)
+    model, record = forget(ck, request, method, out=out, params=params, seed=seed, device=device, overwrite=force,
+                           rule=rule)
     split = request.resolve(ck.data.train, ck.data.num_classes, prior)
     test_forget, test_retain = split.test_split(ck.data.test)
     table = Table("", "parent" if prior else "original", "unlearned",
@@ -81,6 +89,18 @@ def forget_command(
     console.print(table)
     console.print(f"[green]saved[/] {one_line(out)} (certificate: {one_line(out / CERT_FILE)}; "
                   f"forgotten since the original: {getattr(model, FORGOTTEN_ATTR).describe()})", highlight=False)
+    print_verdict(record["verdict"], out)
+
+
+def print_verdict(verdict: dict, run: Path) -> None:
+    """The verdict in plain words; a run that did not forget exits with EXIT_NOT_FORGOTTEN."""
+    if verdict["forgotten"]:
+        console.print(f"[bold green]{escape(summary(verdict))}[/]", highlight=False)
+        return
+    err_console.print(f"[bold red]{escape(summary(verdict))}[/]\nnot forgotten by the rule recorded "
+                      f"in {escape(str(run / CERT_FILE))}; the run is kept for inspection "
+                      f"(exit {EXIT_NOT_FORGOTTEN})", highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_NOT_FORGOTTEN)
 
 
 @app.command("methods")

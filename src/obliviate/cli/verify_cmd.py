@@ -8,6 +8,7 @@ import typer
 
 from ..certificate import verify
 from .app import app, cli_command, console, err_console, one_line
+from .forget_cmd import print_verdict
 from .import_cmd import MODEL_CLASS_HELP, load_user_class
 
 
@@ -20,7 +21,10 @@ def verify_command(
     model_class: Optional[str] = typer.Option(None, "--model-class", help="--evidence on a run of your own model: "
                                               + MODEL_CLASS_HELP),
 ) -> None:
-    """Check RUN's certificate: weights, run.json, ids file, parent chain (and evidence); exit 1 on any mismatch."""
+    """Check RUN's certificate: weights, run.json, ids file, parent chain, evidence and verdict.
+
+    Exit 1 on any mismatch; exit 3 when everything matches but the verdict is "not forgotten".
+    """
     res = verify(run, evidence=evidence, device=device, model_class=load_user_class(model_class))
     if not res.ok:
         for line in res.problems:
@@ -28,3 +32,5 @@ def verify_command(
         raise typer.Exit(1)
     console.print(f"[green]verified[/] {one_line(run)}: {len(res.checked)} checks passed "
                   f"(hashes back to the original run{', evidence re-measured' if evidence else ''})", highlight=False)
+    if res.verdict is not None:
+        print_verdict(res.verdict, run)

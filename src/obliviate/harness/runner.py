@@ -40,6 +40,7 @@ from ..training import TrainConfig, finish_run, open_run, train
 from ..training.checkpoint import RUN_FILE
 from .store import KEY_METRICS, Store
 from .study import PLANT_BACKDOOR, REFERENCE_METHODS, MethodEntry, Study
+from .tuning import GRID, SELECT, tune, tuned_metrics
 
 ORIGINALS, RETRAINS, RUNS, LOCKS = "originals", "retrains", "runs", "locks"
 
@@ -173,6 +174,10 @@ def check_study(study: Study) -> dict[str, DataBundle]:
                 train_config_for(study, ds, m, study.seeds[0]).validate()
             except ObliviateError as exc:
                 raise study.error(m.path if m.train else ("train",), str(exc)) from None
+        for me in study.methods:
+            if me.grid and not len(bundle.val):
+                raise study.error(me.path + ("grid",), f"tuning searches on the validation split, and data set "
+                                                       f"{ds.label!r} has none: give it val_fraction > 0")
         for r in study.requests:
             try:
                 forget_request(r.request, bundle, r.seed if r.seed is not None else study.seeds[0]).resolve(
@@ -198,8 +203,17 @@ def is_reference(me: MethodEntry, registered: set[str]) -> bool:
 
 
 def entry_params(me: MethodEntry, registered: set[str]) -> dict[str, Any]:
-    """The parameters a study's method entry runs with (defaults filled in); {} for a reference row."""
-    return {} if is_reference(me, registered) else dataclasses.asdict(resolve_params(METHODS[me.name](), me.params))
+    """The parameters a study's method entry runs with (defaults filled in); {} for a reference row.
+
+    A tuned entry's are the fixed ones plus ``grid`` (the values searched) and ``select`` (the rule)."""
+    if is_reference(me, registered):
+        return {}
+    if not me.grid:
+        return dataclasses.asdict(resolve_params(METHODS[me.name](), me.params))
+    first = {k: v[0] for k, v in me.grid.items()}
+    fixed = dataclasses.asdict(resolve_params(METHODS[me.name](), {**me.params, **first}))
+    grid = {k.replace("-", "_"): list(v) for k, v in me.grid.items()}
+    return {**{k: v for k, v in fixed.items() if k not in grid}, GRID: grid, SELECT: me.select}
 
 
 def make_plan(study: Study, bundles: dict[str, DataBundle] | None = None) -> Plan:
@@ -320,6 +334,25 @@ def row_json(row: dict, task: Task) -> dict:
     return {k: v for k, v in row.items() if k != "config"} | {"task": task.to_dict()}
 
 
+def _unlearned(task: Task, bundle: DataBundle, request: ForgetRequest, original, orig_run, retrained,
+               retrain_record: dict, dev) -> tuple[Any, dict, dict | None]:
+    """The model a task evaluates, its record, and the grid search that chose its parameters (or None)."""
+    if task.reference and task.method_name == "original":
+        return copy.deepcopy(original), {"method": "original", "params": {}, "seconds": None, "seed": task.seed,
+                                         "request": request.to_dict(),
+                                         "note": "the original model, before unlearning"}, None
+    if task.reference:
+        return copy.deepcopy(retrained), dict(retrain_record), None
+
+    def run(params: dict):
+        return unlearn(original, bundle, request, task.method_name, params=params, device=dev, seed=task.seed,
+                       train_config=TrainConfig.from_dict(task.train), run_path=orig_run.path)
+
+    if GRID in task.params:  # tuned on the validation split; the test set only scores the chosen setting
+        return tune(task.params, run, bundle, request)
+    return (*run(task.params), None)
+
+
 def execute_task(task: Task | dict, store_path: str | Path, work_dir: str | Path, device: str | None = None,
                  write: bool = True) -> dict:
     """Run one task end to end and (with ``write``) commit its row. Returns the row.
@@ -338,16 +371,8 @@ def execute_task(task: Task | dict, store_path: str | Path, work_dir: str | Path
         request = ForgetRequest.from_dict(task.request_spec)
         original, orig_run = ensure_original(task, bundle, work, dev)
         retrained, retrain_record = ensure_retrain(task, bundle, original, orig_run, work, dev)
-        if task.reference and task.method_name == "original":
-            unlearned = copy.deepcopy(original)
-            record = {"method": "original", "params": {}, "seconds": None, "seed": task.seed,
-                      "request": request.to_dict(), "note": "the original model, before unlearning"}
-        elif task.reference:
-            unlearned, record = copy.deepcopy(retrained), dict(retrain_record)
-        else:
-            unlearned, record = unlearn(original, bundle, request, task.method_name, params=task.params,
-                                        device=dev, seed=task.seed, train_config=TrainConfig.from_dict(task.train),
-                                        run_path=orig_run.path)
+        unlearned, record, tuning = _unlearned(task, bundle, request, original, orig_run, retrained,
+                                               retrain_record, dev)
         metrics = evaluate(original, unlearned, bundle, request, retrained=retrained, unlearn_record=record,
                            retrain_record=retrain_record, out=out, figures=task.evaluate.get("figures", True),
                            seed=task.seed, relearn=task.evaluate.get("relearn", True))
@@ -357,12 +382,14 @@ def execute_task(task: Task | dict, store_path: str | Path, work_dir: str | Path
         ta, tr = metrics.get("test_acc"), metrics.get("test_acc_retrained")
         # DeepObliviate reports accuracy as a share of the retrained model's: keep it comparable
         metrics["test_acc_ratio_to_retrain"] = (ta / tr) if ta is not None and tr else None
+        if tuning is not None:
+            metrics.update(tuned_metrics(tuning))
         row.update(status="done", metrics=metrics, **{k: metrics.get(k) for k in KEY_METRICS})
         row["record"] = {"unlearn": record, "retrain": {k: retrain_record.get(k) for k in ("seconds", "params",
                                                                                          "forget_size",
                                                                                          "retain_size")},
                          "original_run": str(orig_run.path.resolve()), "versions": versions(),
-                         "device": str(dev), "wall_seconds": time.perf_counter() - t0}
+                         "device": str(dev), "wall_seconds": time.perf_counter() - t0, "tuning": tuning}
         write_json(out / ROW_FILE, row_json(row, task))
     except KeyboardInterrupt:
         raise

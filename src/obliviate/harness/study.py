@@ -25,6 +25,7 @@ from ..methods import METHODS, load_all, resolve_params
 from ..models import MODELS
 from ..params import SEED_MAX, ConversionError, check_value, convert, declared
 from ..training import TrainConfig
+from .tuning import DEFAULT_SELECT, SELECT_RULES
 
 #: Pseudo-methods the harness runs itself: ``original`` evaluates θ₀ unchanged (the "before" row) and
 #: ``retrain`` is the exact-unlearning reference (train from scratch on D_r with the original recipe),
@@ -41,7 +42,7 @@ PLANT_BACKDOOR = "plant_backdoor"
 MODEL_KEYS = {"name", "label", "options", "train"}
 REQUEST_KEYS = {"classes", "fraction", "ids", "ids_file", "backdoor", "subset_per_class", "seed", "label"}
 REQUEST_WHAT = ("classes", "fraction", "ids", "ids_file", "backdoor")
-METHOD_KEYS = {"name", "label", "params", "models", "requests", "datasets"}
+METHOD_KEYS = {"name", "label", "params", "models", "requests", "datasets", "grid", "select"}
 EVAL_KEYS = {"relearn", "figures", "keep_models"}
 PUBLISHED_KEYS = {"dataset", "model", "request", "method", "metric", "value", "source", "note"}
 
@@ -154,6 +155,8 @@ class MethodEntry:
     only_requests: tuple = ()
     only_datasets: tuple = ()
     path: tuple = ()
+    grid: dict = field(default_factory=dict)  # tuned entry: values to search per parameter (harness.tuning)
+    select: str = ""  # its selection rule
 
 
 @dataclass
@@ -474,6 +477,11 @@ def _parse_methods(doc: Located, d: dict, datasets: list[DatasetEntry], models: 
             only[k] = tuple(str(v) for v in vals)
         if mname in REFERENCE_METHODS and mname not in METHODS and params:
             raise doc.error(p + ("params",), f"{mname!r} is the harness's reference and takes no parameters")
+        if e.get("grid") is not None or e.get("select") is not None:
+            grid, select = _parse_tuning(doc, p, mname, params, e)
+            methods.append(MethodEntry(str(e.get("label") or mname), mname, params, only["models"],
+                                       only["requests"], only["datasets"], p, grid, select))
+            continue
         grid_keys, points = _grid_points(doc, p, mname, params)
         for point in points:
             label = e.get("label") or mname
@@ -508,6 +516,29 @@ def _grid_points(doc: Located, p: tuple, mname: str, params: dict) -> tuple[list
                 msg = str(exc) if str(exc).startswith(mname) else f"{mname}: {exc}"
                 raise doc.error(p + ("params", bad) if bad else p + ("params",), msg) from None
     return grid_keys, points
+
+
+def _parse_tuning(doc: Located, p: tuple, mname: str, params: dict, e: dict) -> tuple[dict, str]:
+    """``grid:`` (parameter -> values to search on the validation split) and ``select:`` (the rule)."""
+    if mname not in METHODS:
+        raise doc.error(p + ("grid",), f"{mname!r} is the harness's reference: it has nothing to tune")
+    grid = _expect(doc, p + ("grid",), e.get("grid"), dict, "a mapping of parameter: [values to search]")
+    if not grid:
+        raise doc.error(p + ("grid",), "an empty grid: give at least one parameter and its values")
+    for k, v in grid.items():
+        if not isinstance(v, list) or not v:
+            raise doc.error(p + ("grid", k), f"expected a non-empty list of values to search, got {v!r}")
+        if k in params:
+            raise doc.error(p + ("grid", k), f"{k!r} is both fixed in params: and searched in grid:")
+    select = e.get("select", DEFAULT_SELECT)
+    _choose(doc, p + ("select",), str(select), sorted(SELECT_RULES), "selection rule")
+    for combo in itertools.product(*grid.values()):
+        try:
+            resolve_params(METHODS[mname](), {**params, **dict(zip(grid, combo))})
+        except (ObliviateError, TypeError) as exc:
+            bad = next((k for k in grid if str(k) in str(exc)), None)
+            raise doc.error(p + ("grid", bad) if bad else p + ("grid",), str(exc)) from None
+    return grid, str(select)
 
 
 def _parse_seeds(doc: Located, d: dict) -> list[int]:

@@ -50,7 +50,7 @@ METRICS: dict[str, MetricInfo] = {
 #: Columns of the headline comparison table (those present are shown, in this order).
 HEADLINE = ("forget_acc", "retain_acc", "test_acc", "test_forget_acc", "test_retain_acc", "backdoor_asr", "mia_*_gap",
             "js_to_retrained", "activation_distance", "zrf", "relearn_ain", "weight_distance_to_retrained",
-            "seconds", "speedup_vs_retrain", "speedup_vs_fast_retrain")
+            "seconds", "speedup_vs_retrain", "speedup_vs_fast_retrain", "tuned_*")
 GROUP = ["study", "dataset", "model", "request"]
 ROW_ID = GROUP + ["method", "method_name", "params"]
 

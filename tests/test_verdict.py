@@ -1,0 +1,107 @@
+"""Every forget run says whether it forgot, by a rule it records: a failed deletion exits 3, keeps its run, and
+`verify` re-checks the verdict (issue 24's finetune chain: not forgotten; UNSIR and FCALB: forgotten)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+import obliviate
+from obliviate.certificate import CERT_FILE, _self_hash
+from obliviate.cli.main import app
+from obliviate.errors import ObliviateError
+from obliviate.verdict import EXIT_NOT_FORGOTTEN, VerdictRule, judge
+
+runner = CliRunner()
+
+
+def _run(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def _evidence(per_request, unseen=0.9, mia=0.5, loss_gap=0.1):
+    return {"per_request": per_request, "retained_test_acc": unseen, "mia_loss_lr": mia, "loss_gap": loss_gap}
+
+
+def _cls(acc, test_acc, name="classes 1"):
+    return {"request": name, "forget_acc": acc, "test_forget_acc": test_acc}
+
+
+def _ids(acc, name="50 ids"):
+    return {"request": name, "forget_acc": acc, "test_forget_acc": None}
+
+
+RULE = VerdictRule().resolve(10)
+
+
+def test_class_requests_are_judged_against_chance_level_on_train_and_held_out_samples():
+    assert RULE["max_forget_acc"] == pytest.approx(0.1) and "1/num_classes" in RULE["text"]
+    assert judge(_evidence([_cls(0.0, 0.05)]), [True], RULE)["forgotten"]
+    assert not judge(_evidence([_cls(0.0, 0.58)]), [True], RULE)["forgotten"]  # held-out images still recognised
+    # an earlier request that came back ("still forgotten") fails the whole chain
+    assert not judge(_evidence([_cls(0.4, 0.3, "classes 8"), _cls(0.0, 0.0)]), [True, True], RULE)["forgotten"]
+    loose = VerdictRule(max_forget_acc=0.7).resolve(10)
+    assert judge(_evidence([_cls(0.66, 0.58)]), [True], loose)["forgotten"] and loose["max_forget_acc_from"] == "given"
+
+
+def test_sample_requests_need_unseen_level_accuracy_and_a_blind_attack():
+    assert judge(_evidence([_ids(0.92)], unseen=0.9, mia=0.55), [False], RULE)["forgotten"]
+    assert not judge(_evidence([_ids(1.0)], unseen=0.9), [False], RULE)["forgotten"]  # memorised
+    assert not judge(_evidence([_ids(0.9)], mia=0.8), [False], RULE)["forgotten"]  # the attack tells them apart
+    # a model that never saw mislabelled (poisoned) samples gets them wrong and the attack finds their high loss:
+    # one-sided on purpose, that is not a failed deletion
+    assert judge(_evidence([_ids(0.0)], unseen=0.99, mia=1.0, loss_gap=-5.0), [False], RULE)["forgotten"]
+    v = judge(_evidence([_ids(0.9)], mia=None), [False], RULE)  # too few samples for the attack: not measured
+    assert v["forgotten"] and [c["passed"] for c in v["checks"]] == [True, None]
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
+def test_a_bound_outside_0_1_is_a_user_error(bad):
+    with pytest.raises(ObliviateError, match=r"in \[0, 1\]"):
+        VerdictRule(max_forget_acc=bad)
+
+
+def test_max_forget_acc_on_the_command_line_is_checked_before_any_work(tmp_path):
+    r = _run("forget", "--checkpoint", tmp_path / "none", "--method", "finetune", "--forget-class", 1,
+             "--max-forget-acc", 2, "--out", tmp_path / "o")
+    assert r.exit_code == 2 and "max-forget-acc must be a number in [0, 1]" in r.output, r.output
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory):
+    """Issue 24's model: digits, cnn, 6 epochs, seed 4."""
+    root = tmp_path_factory.mktemp("verdict")
+    r = _run("train", "--dataset", "digits", "--model", "cnn", "--epochs", 6, "--seed", 4, "--out", root / "orig")
+    assert r.exit_code == 0, r.output
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, forgotten", [("finetune", False), ("unsir", True), ("fcalb", True)])
+def test_the_issue_chain_ends_with_a_verdict_and_its_exit_code(original, method, forgotten, tmp_path):
+    root = original
+    first, second = root / f"{method}-8", root / f"{method}-8-1"
+    r = _run("forget", "--checkpoint", root / "orig", "--method", method, "--forget-class", 8, "--out", first)
+    assert r.exit_code in (0, EXIT_NOT_FORGOTTEN), r.output
+    r = _run("forget", "--checkpoint", first, "--method", method, "--forget-class", 1, "--out", second)
+    cert = json.loads((second / CERT_FILE).read_text())
+    assert cert["verdict"]["forgotten"] is forgotten and cert["verdict"]["rule"]["max_forget_acc"] == 0.1
+    if forgotten:
+        assert r.exit_code == 0 and "forgotten: yes" in r.output, r.output
+        assert _run("verify", second, "--evidence").exit_code == 0
+        return
+    assert r.exit_code == EXIT_NOT_FORGOTTEN and "forgotten: NO" in r.output and "kept for inspection" in r.output
+    assert "classes 1: accuracy on held-out samples of the class" in r.output, r.output
+    assert (second / "model.pt").exists() and obliviate.verify(second).ok  # written, whole, for inspection
+    r = _run("verify", second, "--evidence")
+    assert r.exit_code == EXIT_NOT_FORGOTTEN and "verified" in r.output and "forgotten: NO" in r.output, r.output
+    # a verdict that does not follow from its evidence is a mismatch, even with the certificate's hash redone
+    work = tmp_path / "edited"
+    shutil.copytree(root, work)
+    cert["verdict"]["forgotten"] = True
+    cert["certificate_sha256"] = _self_hash(cert)
+    (work / second.name / CERT_FILE).write_text(json.dumps(cert))
+    res = obliviate.verify(work / second.name)
+    assert not res.ok and any("forgotten=False by the recorded rule" in p for p in res.problems), res.problems
