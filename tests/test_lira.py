@@ -143,3 +143,132 @@ def test_class_requests_are_refused_before_any_work():
     model = torch.nn.Linear(1, 1)
     with pytest.raises(ObliviateError, match="class request"):
         evaluate(model, model, None, ForgetRequest.for_classes(3), per_example_mia=PerExampleMIA(4, RECIPE))
+
+
+# ------------------------------------------------------------------ the CLI flag and the study key
+SMALL = TrainConfig(model="mlp", epochs=4, batch_size=32, lr=0.05, seed=0, model_options={"hidden": 32})
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory):
+    """An original, a fine-tuned forget of 30 ids and of class 2, and the retrain without the ids."""
+    from obliviate.api import forget
+
+    root = tmp_path_factory.mktemp("liracli")
+    data = load_data("digits", train_per_class=15, val_fraction=0.0)
+    train(data, SMALL, root / "original")
+    ids = data.train.ids[:30].tolist()
+    (root / "ids.txt").write_text("\n".join(map(str, ids)) + "\n")
+    train(data, SMALL, root / "retrained", exclude_ids=ids, kind="retrain")
+    forget(root / "original", ForgetRequest.for_ids(ids), "finetune", out=root / "unlearned", params={"epochs": 1},
+           device="cpu")
+    forget(root / "original", ForgetRequest.for_classes(2), "finetune", out=root / "class", params={"epochs": 1},
+           device="cpu")
+    return root
+
+
+def _evaluate_cli(runs, unlearned, out, *flags):
+    from typer.testing import CliRunner
+
+    from obliviate.cli.main import app
+
+    return CliRunner().invoke(app, ["evaluate", "--original", str(runs / "original"), "--unlearned",
+                                    str(runs / unlearned), "--out", str(out), "--no-figures", "--no-relearn",
+                                    *map(str, flags)])
+
+
+def test_evaluate_cli_runs_the_attack_and_reuses_its_shadows(cli_runs, tmp_path):
+    import json
+
+    shadows = tmp_path / "shadows"
+    flags = ("--retrained", cli_runs / "retrained", "--per-example-mia", 4, "--shadow-epochs", 2,
+             "--shadow-dir", shadows)
+    res = _evaluate_cli(cli_runs, "unlearned", tmp_path / "a", *flags)
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert m["lira_shadows"] == 4 and m["lira_shadow_epochs"] == 2 and m["lira_deleted"] == 30
+    assert all(m[k] is not None for k in ("lira_auc", "lira_auc_original", "lira_auc_retrained",
+                                          "lira_tpr_at_1fpr"))
+    assert "per-example attack (LiRA, 4 shadows)" in " ".join(res.output.split())
+    files = sorted(shadows.glob("*/phi-*.npy"))
+    assert len(files) == 4
+    stamp = [f.stat().st_mtime_ns for f in files]
+    res = _evaluate_cli(cli_runs, "unlearned", tmp_path / "b", *flags)
+    assert res.exit_code == 0, res.output
+    assert [f.stat().st_mtime_ns for f in files] == stamp  # read, not trained again
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["lira_auc"] == m["lira_auc"]
+
+
+@pytest.mark.parametrize("unlearned, flags, message", [
+    ("class", ("--per-example-mia", 4), "is a class request"),
+    ("unlearned", ("--per-example-mia", 2), "K >= 4"),
+    ("unlearned", ("--shadow-epochs", 2), "add --per-example-mia K"),
+])
+def test_evaluate_cli_refuses_a_bad_attack_in_one_line(cli_runs, tmp_path, unlearned, flags, message):
+    res = _evaluate_cli(cli_runs, unlearned, tmp_path / "x", *flags, "--shadow-dir", tmp_path / "s")
+    assert res.exit_code == 2 and message in " ".join(res.output.split()), res.output
+    assert "Traceback" not in res.output and not (tmp_path / "x" / "metrics.json").exists()
+
+
+STUDY = """name: lira-tiny
+datasets:
+  - {name: digits, train_per_class: 15, val_fraction: 0.0}
+models:
+  - {name: mlp, options: {hidden: 32}}
+train: {epochs: 4, batch_size: 32, lr: 0.05}
+requests:
+  - {fraction: 0.1}
+  - {classes: [3], subset_per_class: 10}
+methods: [finetune]
+seeds: [0, 1]
+evaluate: {relearn: false, figures: false, per_example_mia: {shadows: 4, max_epochs: 2}}
+"""
+
+
+def test_study_key_adds_the_attack_to_sample_requests_with_one_shadow_set(tmp_path):
+    from typer.testing import CliRunner
+
+    from obliviate.cli.main import app
+    from obliviate.harness.executor import bench
+    from obliviate.harness.store import Store
+
+    path = tmp_path / "lira.yaml"
+    path.write_text(STUDY)
+    result = bench(path, tmp_path / "s.sqlite", work=tmp_path / "work")
+    assert [r.get("error") for r in result.outcome.failed] == []
+    with Store(tmp_path / "s.sqlite") as store:
+        rows = store.rows("lira-tiny")
+    assert len(rows) == 4 and all(r["status"] == "done" for r in rows)
+    for r in rows:
+        has = r["metrics"].get("lira_auc") is not None
+        assert has == (r["request"] != "class 3"), r["request"]
+    assert len(list((tmp_path / "work" / "shadows").glob("*/phi-*.npy"))) == 4  # both seeds, every method: one set
+    res = CliRunner().invoke(app, ["results", "--store", str(tmp_path / "s.sqlite")])
+    assert res.exit_code == 0 and "LiRA AUC" in res.output, res.output
+
+
+@pytest.mark.parametrize("value, message", [
+    ("2", "K >= 4"),
+    ("{shadows: 8, epochs: 2}", "unknown"),
+    ("{max_epochs: 2}", "needs shadows"),
+    ("yes", "a number of shadow models K"),
+])
+def test_study_key_errors_name_the_line(value, message):
+    from obliviate.harness.study import StudyError, parse_study
+
+    text = STUDY.replace("per_example_mia: {shadows: 4, max_epochs: 2}", f"per_example_mia: {value}")
+    with pytest.raises(StudyError, match=message) as exc:
+        parse_study(text, "s.yaml")
+    assert "s.yaml:12" in str(exc.value)
+
+
+def test_study_key_needs_a_sample_request_and_leaves_other_studies_alone():
+    from obliviate.harness.study import StudyError, parse_study
+
+    only_class = STUDY.replace("  - {fraction: 0.1}\n", "")
+    with pytest.raises(StudyError, match="only classes"):
+        parse_study(only_class, "s.yaml")
+    plain = parse_study(STUDY.replace(", per_example_mia: {shadows: 4, max_epochs: 2}", ""), "s.yaml")
+    assert "per_example_mia" not in plain.evaluate  # run keys of studies without it do not change
+    assert parse_study(STUDY.replace("{shadows: 4, max_epochs: 2}", "4"), "s.yaml").evaluate["per_example_mia"] == \
+        {"shadows": 4}
