@@ -18,8 +18,8 @@ from .app import app, cli_command, console, err_console, key_values
 DATA_ROOT_FORM = "DATASET=PATH, e.g. cifar10=data/cifar10-jpeg.npz"
 
 #: Columns of the terminal table (a terminal is narrow; --all, the CSV and the report have every metric).
-TERMINAL = ("forget_acc", "retain_acc", "test_acc", "backdoor_asr", "js_to_retrained", "relearn_ain", "seconds",
-            "speedup_vs_retrain", "speedup_vs_fast_retrain")
+TERMINAL = ("forget_acc", "retain_acc", "test_acc", "backdoor_asr", "lira_auc", "js_to_retrained", "relearn_ain",
+            "seconds", "speedup_vs_retrain", "speedup_vs_fast_retrain")
 STORE_HELP = f"results store (SQLite file; default {DEFAULT_STORE})"
 
 
@@ -45,7 +45,7 @@ def print_results(name: str, rows: list[dict], *, all_metrics: bool = False, n_f
             table.add_row(escape(r["method"]), str(r["n_seeds"]), *cells)
         console.print(table)
     console.print("mean ± std over seeds; [bold green]green[/]: best unlearning method per column "
-                  "(closest to retrain for forget acc, backdoor ASR, MIA, ZRF, AIN)" +
+                  "(closest to retrain for forget acc, backdoor ASR, MIA, LiRA, ZRF, AIN)" +
                   (f"; [red]{n_failed} failed runs[/] not shown" if n_failed else ""), highlight=False)
 
 

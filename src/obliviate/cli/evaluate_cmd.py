@@ -15,8 +15,9 @@ from ..errors import CheckpointError, ObliviateError
 from ..io import check_writable_dir
 from ..lineage import read_lineage
 from ..metrics.evaluate import METRICS_FILE, evaluate
+from ..metrics.lira import PerExampleMIA
 from ..params import SEED_MAX
-from ..training import open_run
+from ..training import TrainConfig, open_run
 from .app import app, cli_command, console, path_option
 from .import_cmd import MODEL_CLASS_HELP, load_user_class
 
@@ -81,6 +82,46 @@ def _asr_line(m: dict) -> str:
     return line + (f" (retrained {_fmt(retrained)})" if retrained is not None else "")
 
 
+def _lira_line(m: dict) -> str:
+    """The per-example attack in one line: the deleted samples should look as unseen to it as to retrain's."""
+    line = (f"per-example attack (LiRA, {m['lira_shadows']} shadows), AUC deleted vs unseen: original "
+            f"{_fmt(m.get('lira_auc_original'))} → unlearned {_fmt(m['lira_auc'])}")
+    retrained = m.get("lira_auc_retrained")
+    return line + (f" (retrained {_fmt(retrained)})" if retrained is not None else "")
+
+
+def _per_example_mia(ck, shadows: int | None, epochs: int | None, seed: int | None,
+                     folder: Path | None) -> PerExampleMIA | None:
+    """The attack's settings from the flags; shadows train with the original's recorded recipe."""
+    if shadows is None:
+        given = [f for f, v in (("--shadow-epochs", epochs), ("--shadow-seed", seed), ("--shadow-dir", folder))
+                 if v is not None]
+        if given:
+            raise ObliviateError(f"{given[0]} sets up the per-example attack: add --per-example-mia K")
+        return None
+    if not isinstance(ck.run.record.get("config"), dict):
+        raise CheckpointError(f"{ck.path}/run.json has no training config: the per-example attack trains its "
+                              "shadow models with the original's recipe")
+    if folder is not None:
+        check_writable_dir(folder, "--shadow-dir")
+    given = {k: v for k, v in (("max_epochs", epochs), ("seed", seed), ("cache", folder)) if v is not None}
+    return PerExampleMIA(shadows, TrainConfig.from_dict(ck.run.record["config"]), **given)
+
+
+def _print_notes(metrics: dict, earlier: list, unlearned: Path) -> None:
+    """The one-line verdicts below the table: backdoor ASR, the per-example attack, earlier requests."""
+    if metrics.get("backdoor_asr") is not None:
+        console.print(_asr_line(metrics), highlight=False)
+    if metrics.get("lira_shadows") is not None:
+        console.print(_lira_line(metrics), highlight=False)
+    if earlier:
+        console.print(f"still forgotten (forget accuracy on each earlier request of {unlearned}'s lineage):",
+                      highlight=False)
+        for desc, acc, acc0 in zip(metrics["earlier_requests"], metrics["earlier_forget_acc"],
+                                   metrics["earlier_forget_acc_original"]):
+            console.print(f"  {desc}: {_fmt(acc)} (original {_fmt(acc0)})", highlight=False)
+
+
 @app.command("evaluate")
 @cli_command
 def evaluate_command(
@@ -96,11 +137,19 @@ def evaluate_command(
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1, … (default: cuda if present)"),
     model_class: Optional[str] = typer.Option(None, "--model-class", help="for runs of your own model "
                                               "(`obliviate import`): " + MODEL_CLASS_HELP),
+    per_example_mia: Optional[int] = typer.Option(None, "--per-example-mia", metavar="K",
+                                                  help="sample requests: LiRA on the deleted samples with K shadow "
+                                                       "models (trained once with the original's recipe, cached)"),
+    shadow_epochs: Optional[int] = typer.Option(None, "--shadow-epochs", help="cap the shadows' training epochs"),
+    shadow_seed: Optional[int] = typer.Option(None, "--shadow-seed", help="seed of the shadows' halves and training"),
+    shadow_dir: Optional[Path] = typer.Option(None, "--shadow-dir",
+                                              help="shadow cache (default: $OBLIVIATE_CACHE/shadows)"),
 ) -> None:
     """Measure how well an unlearned model forgot and what it cost; writes metrics.json and figures."""
     check_writable_dir(out, "--out")  # before the metrics run: their results must have somewhere to go
     cls = load_user_class(model_class)
     ck = api.load_checkpoint(original, device, model_class=cls)
+    lira = _per_example_mia(ck, per_example_mia, shadow_epochs, shadow_seed, shadow_dir)
     dev = pick_device(device)
     un = open_run(unlearned)
     if un.record.get("kind") != "forget":
@@ -124,7 +173,7 @@ def evaluate_command(
         re_model, re_record = re.load_model(dev, cls), re.record
     metrics = evaluate(ck.model, un.load_model(dev, cls), ck.data, request, retrained=re_model,
                        unlearn_record=un.record, retrain_record=re_record, out=out, figures=not no_figures,
-                       seed=seed, relearn=not no_relearn, earlier=earlier)
+                       seed=seed, relearn=not no_relearn, earlier=earlier, per_example_mia=lira)
     table = Table(title=f"{un.record.get('method', 'unlearned')} · {request.describe()} · {ck.data.name}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -133,13 +182,6 @@ def evaluate_command(
             continue
         table.add_row(key, _fmt(value))
     console.print(table)
-    if metrics.get("backdoor_asr") is not None:
-        console.print(_asr_line(metrics), highlight=False)
-    if earlier:
-        console.print(f"still forgotten (forget accuracy on each earlier request of {unlearned}'s lineage):",
-                      highlight=False)
-        for desc, acc, acc0 in zip(metrics["earlier_requests"], metrics["earlier_forget_acc"],
-                                   metrics["earlier_forget_acc_original"]):
-            console.print(f"  {desc}: {_fmt(acc)} (original {_fmt(acc0)})", highlight=False)
+    _print_notes(metrics, earlier, unlearned)
     figures = f" and {', '.join(metrics['figures'])}" if metrics.get("figures") else ""
     console.print(f"wrote {out / METRICS_FILE}{figures}")

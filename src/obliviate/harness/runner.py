@@ -35,14 +35,15 @@ from ..io import config_hash, write_json
 from ..methods import METHODS, get_method, load_all, resolve_params, unlearn
 from ..metrics.backdoor import backdoor_info
 from ..metrics.evaluate import evaluate
+from ..metrics.lira import PerExampleMIA
 from ..models import model_for
 from ..training import TrainConfig, finish_run, open_run, train
 from ..training.checkpoint import RUN_FILE
 from .store import KEY_METRICS, Store
-from .study import PLANT_BACKDOOR, REFERENCE_METHODS, MethodEntry, Study
+from .study import PER_EXAMPLE_MIA, PLANT_BACKDOOR, REFERENCE_METHODS, MethodEntry, Study
 from .tuning import GRID, SELECT, tune, tuned_metrics
 
-ORIGINALS, RETRAINS, RUNS, LOCKS = "originals", "retrains", "runs", "locks"
+ORIGINALS, RETRAINS, RUNS, LOCKS, SHADOWS = "originals", "retrains", "runs", "locks", "shadows"
 
 
 @dataclass
@@ -321,6 +322,15 @@ def ensure_retrain(task: Task, bundle: DataBundle, original, orig_run, work: Pat
 ROW_FILE = "row.json"
 
 
+def per_example_mia(task: Task, request: ForgetRequest, work: Path) -> PerExampleMIA | None:
+    """The study's per-example attack for a sample request (None otherwise). Its shadows live in the work
+    folder and are shared by every method and seed of the study on the same data and recipe."""
+    spec = task.evaluate.get(PER_EXAMPLE_MIA)
+    if not spec or request.kind == "class":
+        return None
+    return PerExampleMIA(recipe=TrainConfig.from_dict(task.train), cache=work / SHADOWS, **spec)
+
+
 def task_row(task: Task, out: Path) -> dict[str, Any]:
     """The identifying part of a run's row (its artifacts in ``out``), before any result."""
     return {"key": task.key, "study": task.study, "dataset": task.dataset, "model": task.model,
@@ -375,7 +385,8 @@ def execute_task(task: Task | dict, store_path: str | Path, work_dir: str | Path
                                                retrain_record, dev)
         metrics = evaluate(original, unlearned, bundle, request, retrained=retrained, unlearn_record=record,
                            retrain_record=retrain_record, out=out, figures=task.evaluate.get("figures", True),
-                           seed=task.seed, relearn=task.evaluate.get("relearn", True))
+                           seed=task.seed, relearn=task.evaluate.get("relearn", True),
+                           per_example_mia=per_example_mia(task, request, work))
         if task.evaluate.get("keep_models"):
             finish_run(out, unlearned, {"kind": "forget", **record})
         metrics = dict(metrics)

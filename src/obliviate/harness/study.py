@@ -22,6 +22,7 @@ from ..data import ForgetRequest
 from ..data.sources import SOURCES
 from ..errors import ObliviateError
 from ..methods import METHODS, load_all, resolve_params
+from ..metrics.lira import PerExampleMIA
 from ..models import MODELS
 from ..params import SEED_MAX, ConversionError, check_value, convert, declared
 from ..training import TrainConfig
@@ -43,7 +44,10 @@ MODEL_KEYS = {"name", "label", "options", "train"}
 REQUEST_KEYS = {"classes", "fraction", "ids", "ids_file", "backdoor", "subset_per_class", "seed", "label"}
 REQUEST_WHAT = ("classes", "fraction", "ids", "ids_file", "backdoor")
 METHOD_KEYS = {"name", "label", "params", "models", "requests", "datasets", "grid", "select"}
-EVAL_KEYS = {"relearn", "figures", "keep_models"}
+#: The evaluate key that adds the per-example attack (LiRA) to sample requests: K, or {shadows, max_epochs, seed}.
+PER_EXAMPLE_MIA = "per_example_mia"
+PER_EXAMPLE_KEYS = {"shadows", "max_epochs", "seed"}
+EVAL_KEYS = {"relearn", "figures", "keep_models", PER_EXAMPLE_MIA}
 PUBLISHED_KEYS = {"dataset", "model", "request", "method", "metric", "value", "source", "note"}
 
 
@@ -319,7 +323,7 @@ def parse_study(text: str, file: str = "<study>", *, data_roots: dict[str, str] 
     requests = _parse_requests(doc, d, study_dir)
     methods = _parse_methods(doc, d, datasets, models, requests)
     seeds = _parse_seeds(doc, d)
-    evaluate = _parse_evaluate(doc, d)
+    evaluate = _parse_evaluate(doc, d, requests)
     published = _parse_published(doc, d, datasets, models, requests)
     device = d.get("device")
     if device is not None:
@@ -551,14 +555,33 @@ def _parse_seeds(doc: Located, d: dict) -> list[int]:
     return seeds
 
 
-def _parse_evaluate(doc: Located, d: dict) -> dict:
+def _parse_evaluate(doc: Located, d: dict, requests: list[RequestEntry]) -> dict:
     ev = _expect(doc, ("evaluate",), d.get("evaluate") or {}, dict, "a mapping")
     _unknown_keys(doc, ("evaluate",), ev, EVAL_KEYS, "evaluate")
     evaluate = {"relearn": True, "figures": True, "keep_models": False}
-    for k in EVAL_KEYS:
+    for k in EVAL_KEYS - {PER_EXAMPLE_MIA}:
         if k in ev:
             evaluate[k] = _expect(doc, ("evaluate", k), ev[k], bool, "true or false")
+    if ev.get(PER_EXAMPLE_MIA) is not None:  # only when given: the key is part of every run's identity
+        evaluate[PER_EXAMPLE_MIA] = _parse_per_example_mia(doc, ("evaluate", PER_EXAMPLE_MIA), ev[PER_EXAMPLE_MIA])
+        if all("classes" in r.request for r in requests):
+            raise doc.error(("evaluate", PER_EXAMPLE_MIA), "the per-example attack is for sample requests "
+                                                           "(ids:, fraction:, backdoor:); this study has only classes:")
     return evaluate
+
+
+def _parse_per_example_mia(doc: Located, p: tuple, e: Any) -> dict:
+    """``per_example_mia: K`` or ``{shadows: K, max_epochs: E, seed: S}``, checked by ``PerExampleMIA``."""
+    e = {"shadows": e} if isinstance(e, int) and not isinstance(e, bool) else e
+    _expect(doc, p, e, dict, "a number of shadow models K or a mapping {shadows: K, max_epochs: E, seed: S}")
+    _unknown_keys(doc, p, e, PER_EXAMPLE_KEYS, PER_EXAMPLE_MIA)
+    if "shadows" not in e:
+        raise doc.error(p, "per_example_mia needs shadows: (K, the number of shadow models)")
+    try:
+        PerExampleMIA(recipe=TrainConfig(), **e)
+    except ObliviateError as exc:
+        raise doc.error(p + (next((k for k in e if k in str(exc)), "shadows"),), str(exc)) from None
+    return dict(e)
 
 
 def _parse_published(doc: Located, d: dict, datasets: list[DatasetEntry], models: list[ModelEntry],

@@ -45,10 +45,13 @@ METRICS: dict[str, MetricInfo] = {
     "peak_gpu_memory_mb": MetricInfo("peak GPU MB", LOWER),
     "test_acc_ratio_to_retrain": MetricInfo("test acc / retrain's", CLOSEST, True),
     "backdoor_asr": MetricInfo("backdoor ASR", CLOSEST, True),
+    "lira_auc": MetricInfo("LiRA AUC", CLOSEST),
+    "lira_tpr_at_1fpr": MetricInfo("LiRA TPR@1%FPR", CLOSEST, True),
 }
 
 #: Columns of the headline comparison table (those present are shown, in this order).
-HEADLINE = ("forget_acc", "retain_acc", "test_acc", "test_forget_acc", "test_retain_acc", "backdoor_asr", "mia_*_gap",
+HEADLINE = ("forget_acc", "retain_acc", "test_acc", "test_forget_acc", "test_retain_acc", "backdoor_asr", "lira_auc",
+            "lira_tpr_at_1fpr", "mia_*_gap",
             "js_to_retrained", "activation_distance", "zrf", "relearn_ain", "weight_distance_to_retrained",
             "seconds", "speedup_vs_retrain", "speedup_vs_fast_retrain", "tuned_*")
 GROUP = ["study", "dataset", "model", "request"]

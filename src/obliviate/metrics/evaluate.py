@@ -26,6 +26,7 @@ from .backdoor import backdoor_asr, backdoor_info
 from .cost import cost_metrics
 from .divergence import activation_distance, mean_js, random_init_like, zrf_score
 from .gradcam import plot_gradcam_grid
+from .lira import PerExampleMIA, per_example_metrics
 from .mia import MIA_ATTACKS, all_attacks
 from .outputs import cached_outputs, logits_of, part_of
 from .predictions import plot_prediction_distribution, prediction_distribution
@@ -94,7 +95,8 @@ def _clean(value):
 def evaluate(original: torch.nn.Module, unlearned: torch.nn.Module, data: DataBundle, request: ForgetRequest,
              retrained: torch.nn.Module | None = None, unlearn_record: dict | None = None,
              retrain_record: dict | None = None, out: str | Path | None = None, figures: bool = True,
-             seed: int = 0, relearn: bool = True, earlier: list[ForgetRequest] | None = None) -> dict:
+             seed: int = 0, relearn: bool = True, earlier: list[ForgetRequest] | None = None,
+             per_example_mia: PerExampleMIA | None = None) -> dict:
     """All metrics of ``unlearned`` (made from ``original`` by forgetting ``request``) as one flat dict.
 
     ``retrained`` (θ₀'s recipe trained without D_f) enables the gaps, JS/activation distance, AIN and
@@ -105,15 +107,19 @@ def evaluate(original: torch.nn.Module, unlearned: torch.nn.Module, data: DataBu
     and ZRF's random model; ``relearn=False`` skips the relearn fine-tuning (the slowest part).
     ``earlier``: the requests ``unlearned`` had forgotten before ``request`` (its lineage, oldest first):
     D_f is then what ``request`` added, D_r and the retained test split exclude all of them, and the
-    ``earlier_*`` keys say whether each earlier set is still forgotten.
+    ``earlier_*`` keys say whether each earlier set is still forgotten. ``per_example_mia`` (sample requests
+    only) adds the ``lira_*`` keys: LiRA against the deleted samples, from cached shadow models.
     """
+    if per_example_mia is not None and request.kind == "class":
+        raise ObliviateError(f"the per-example attack is for sample requests (ids or a fraction); {request.describe()} "
+                             "is a class request: judge it with the class metrics")
     original, data = adopt(original, data)  # a user's own modules and tensors are taken as they are
     unlearned, retrained = (adopt(m, data)[0] if m is not None else None for m in (unlearned, retrained))
     check_compatible(data, original=original, unlearned=unlearned, retrained=retrained)
     with cached_outputs(original, unlearned, retrained):
         check_finite(data, original=original, unlearned=unlearned, retrained=retrained)
         return _evaluate(original, unlearned, data, request, retrained, unlearn_record, retrain_record, out, figures,
-                         seed, relearn, list(earlier or []))
+                         seed, relearn, list(earlier or []), per_example_mia)
 
 
 def _still_forgotten(original, unlearned, data: DataBundle, earlier: list[ForgetRequest]) -> dict:
@@ -160,7 +166,7 @@ def _parts(data: DataBundle, request: ForgetRequest, earlier: list[ForgetRequest
 
 
 def _evaluate(original, unlearned, data, request, retrained, unlearn_record, retrain_record, out, figures, seed,
-              relearn, earlier) -> dict:
+              relearn, earlier, per_example_mia=None) -> dict:
     """Every metric section in turn (the order is fixed: a seeded section must see the same state)."""
     parts = _parts(data, request, earlier)
     models = {"": unlearned, "_original": original, "_retrained": retrained}
@@ -189,6 +195,8 @@ def _evaluate(original, unlearned, data, request, retrained, unlearn_record, ret
             m["backdoor_asr" + suffix] = (backdoor_asr(model, data.test, bd["target"], bd["patch"])
                                           if model is not None else None)
     m.update(cost_metrics(unlearn_record, retrain_record))
+    if per_example_mia is not None:  # last: it may train shadows (RNG state is kept, but keep it out of the way)
+        m.update(per_example_metrics(models, data, parts.forget, parts.retain, per_example_mia, seed))
     m = {k: _clean(v) for k, v in m.items()}
     if out is not None:
         out = Path(out)
