@@ -105,3 +105,13 @@ def test_the_issue_chain_ends_with_a_verdict_and_its_exit_code(original, method,
     (work / second.name / CERT_FILE).write_text(json.dumps(cert))
     res = obliviate.verify(work / second.name)
     assert not res.ok and any("forgotten=False by the recorded rule" in p for p in res.problems), res.problems
+
+
+def test_forget_in_python_returns_the_evidence_and_the_verdict(digits_run):
+    _, record = obliviate.forget(digits_run.run.path, obliviate.ForgetRequest.for_classes(3), "unsir", device="cpu")
+    assert record["verdict"]["forgotten"] and record["verdict"]["rule"]["max_forget_acc"] == pytest.approx(0.1)
+    assert record["evidence"]["per_request"][0]["forget_acc"] <= 0.1
+    _, record = obliviate.forget(digits_run.run.path, obliviate.ForgetRequest.for_classes(3), "unsir", device="cpu",
+                                 rule=VerdictRule(max_forget_acc=0.0, acc_band=0.0))
+    rule = record["verdict"]["rule"]
+    assert rule["max_forget_acc"] == 0.0 and rule["max_forget_acc_from"] == "given"
