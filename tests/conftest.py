@@ -41,6 +41,15 @@ def digits_blocks_run(digits, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def digits_global_blocks_run(digits, tmp_path_factory):
+    """Block-incremental with one cosine schedule across all 12 blocks (issue 25's recipe: Δ decays)."""
+    out = tmp_path_factory.mktemp("runs") / "digits-global-blocks"
+    cfg = TrainConfig(model="cnn", blocks=12, epochs_per_block=3, batch_size=32, lr=0.05, schedule="cosine",
+                      block_schedule="global", seed=0)
+    return train(digits, cfg, out)
+
+
+@pytest.fixture(scope="session")
 def fmnist():
     """A Fashion-MNIST slice: 300 train images per class, 100 test images per class (real IDX files)."""
     return load_data("fashion-mnist", train_per_class=300, test_per_class=100, val_fraction=0.0)

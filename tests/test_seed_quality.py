@@ -17,6 +17,8 @@ from obliviate.methods.deepobliviate import dfa_exponent, stitch, stop_decision
 from obliviate.metrics.accuracy import accuracy
 from obliviate.models import model_for
 from obliviate.training import TrainConfig, load_block_assignment, load_block_snapshot, train
+from obliviate.training.loop import make_optimizer
+from obliviate.training.trainer import train_block
 
 
 # ---------------------------------------------------------------- resnet8
@@ -166,16 +168,72 @@ def test_fcalb_distillation_keeps_more_of_the_kept_classes_and_forgets(digits, d
     assert max(d[1] for d in distilled) <= 0.15 and np.mean([p[1] for p in plain]) > 0.2, (plain, distilled)
 
 
-def test_stop_rule_fires_on_a_decay_and_never_on_flat_bumpy_or_rising_series():
+def _first_stop(series, **kw) -> int | None:
+    """The block (1-based) at which the rule, asked after every block as the method asks it, first stops."""
+    for k in range(1, len(series) + 1):
+        if stop_decision(series[:k], 0.02, 4, 0.7, **kw)["stop"]:
+            return k
+    return None
+
+
+def _stop_rate(make, n: int, runs: int, **kw) -> float:
+    return float(np.mean([_first_stop(make(np.random.default_rng(s), n), **kw) is not None for s in range(runs)]))
+
+
+NOISY = {  # Δ series on which the residual memory has not faded: the rule must (almost) never stop
+    "flat, ±10 % gaussian": lambda r, n: 1.0 + 0.1 * r.standard_normal(n),
+    "flat, ±10 % uniform": lambda r, n: 1.0 + r.uniform(-0.1, 0.1, n),
+    "rising": lambda r, n: np.linspace(1, 2, n) * (1 + 0.1 * r.standard_normal(n)),
+    "linear 1 -> 0.6": lambda r, n: np.linspace(1, 0.6, n) * (1 + 0.02 * r.standard_normal(n)),
+}
+
+
+@pytest.mark.parametrize("kind", list(NOISY))
+@pytest.mark.parametrize("n", [8, 16, 30])
+def test_stop_rule_false_stop_rate_on_flat_rising_and_slow_series_is_at_most_5_percent(kind, n):
+    """Asked after every block as the method asks: measured 0 of 60 for each (n = 8, 16, 30) with ``min_drop``
+    0.5; before it flat noise stopped in 31–64 % of series, linear 1 → 0.5 at block 4. Bound: <= 5 % of 60."""
+    assert _stop_rate(NOISY[kind], n, 60) <= 0.05
+
+
+def test_stop_rule_without_the_drop_guard_stops_on_flat_noise():
+    """The guard is what holds: the power-law fit alone stops on flat noisy Δ (the issue-27 failure)."""
+    assert _stop_rate(NOISY["flat, ±10 % gaussian"], 16, 20, min_drop=0.0) > 0.2
+
+
+def test_stop_rule_stops_a_slow_decay_only_once_delta_halved():
+    """0.95^x: the old rule stopped at 74 % of the peak on a degenerate h ≈ 0 fit."""
+    for seed in range(8):
+        series = 0.95 ** np.arange(24) * (1 + 0.02 * np.random.default_rng(seed).standard_normal(24))
+        k = _first_stop(series)
+        assert k is None or np.median(series[k - 3:k]) <= 0.5 * series.max(), (seed, k)
+
+
+@pytest.mark.parametrize("decay", [lambda x: 1 / x, lambda x: 0.7 ** x, lambda x: x ** -2.0])
+def test_stop_rule_stops_clean_decays(decay):
+    clean = _first_stop(decay(np.arange(1, 21, dtype=float)))
+    assert clean is not None and clean <= 15, clean
+
+
+def test_stop_rule_stops_noisy_decays():
+    """1/x with ±10 % noise: 20 of 20 seeded series stop within 20 blocks (measured; bound 90 %)."""
+    x = np.arange(1, 21, dtype=float)
+    noisy = [_first_stop(1 / x * (1 + 0.1 * np.random.default_rng(s).standard_normal(20))) for s in range(20)]
+    assert np.mean([k is not None for k in noisy]) >= 0.9, noisy
+
+
+def test_stop_rule_on_hand_made_series():
     decay = list(1.0 / np.arange(1, 16))
-    fired = [k for k in range(4, 16) if stop_decision(decay[:k], 0.02, 4, 0.7)["stop"]]
-    assert fired and fired[0] <= 10  # a clean 1/x decay stops well within 15 blocks
-    # rise, then decay
-    assert stop_decision([2e-3, 5e-3, 3e-3, 2.4e-3, 2.2e-3, 2.1e-3, 2.05e-3, 2.03e-3], 0.02, 4, 0.7)["stop"]
+    # rise, then decay: fitted from the peak on
+    assert stop_decision([2e-3, 5e-3, 3e-3, 2e-3, 1.5e-3, 1.2e-3, 1.1e-3, 1.05e-3, 1.03e-3], 0.02, 4, 0.7)["stop"]
     for series in ([1e-3, 2e-3, 3e-3], list(np.linspace(1, 3, 12)), [1.0] * 10,
-                   [1, 1.1, 0.9, 1.05, 0.95, 1.0, 1.1, 0.9]):
+                   [1, 1.1, 0.9, 1.05, 0.95, 1.0, 1.1, 0.9], [0.96, 0.934, 0.988, 1.021, 1.057, 1.005, 0.972, 0.961]):
         assert not stop_decision(series, 0.02, 4, 0.7)["stop"], series
     assert not stop_decision(decay[:3], 0.5, 4, 0.7)["stop"]  # fewer than min_deltas values
+    # min_deltas counts from the peak, not from the first block: a late peak leaves too few values
+    late_peak = [0.5, 0.6, 0.7, 1.0, 0.3, 0.1]
+    assert stop_decision(late_peak, 0.5, 3, 0.0)["points"] == 3
+    assert not stop_decision(late_peak, 0.5, 4, 0.0)["stop"]
 
 
 def test_dfa_starts_the_exponent_only_on_long_series():
@@ -200,6 +258,74 @@ def test_deepobliviate_restarts_before_the_first_deleted_block(digits, digits_bl
     exact = train(digits, TrainConfig.from_dict(digits_blocks_run.record["config"]), exclude_ids=ids).model
     for (k, a), b in zip(model.state_dict().items(), exact.state_dict().values()):
         assert torch.equal(a.cpu(), b.cpu()), k
+
+
+def _retrained_prefix(run, bundle, forget: list[int], t: int) -> dict:
+    """θ'_t built independently of the method: from θ_{d−1}, blocks d..t on D_j minus S."""
+    path, cfg = run.run.path, TrainConfig.from_dict(run.record["config"])
+    ids, blocks = load_block_assignment(path)
+    d = int(blocks[np.isin(ids, forget)].min())
+    model = copy.deepcopy(run.model)
+    start = load_block_snapshot(path, d)
+    model.load_state_dict(start["model"])
+    opt = make_optimizer(model.parameters(), cfg.optim())
+    opt.load_state_dict(start["optimizer"])
+    retain = bundle.train.subset(torch.as_tensor(~np.isin(bundle.train.ids.numpy(), forget)).nonzero().flatten())
+    block_of = dict(zip(ids.tolist(), blocks.tolist()))
+    rb = torch.as_tensor([block_of[int(i)] for i in retain.ids])
+    for j in range(d, t):
+        train_block(model, opt, retain.subset((rb == j).nonzero().flatten()), cfg, j, cfg.augment or "none")
+    return {n: q.detach().clone() for n, q in model.named_parameters()}
+
+
+def test_deepobliviate_default_path_stitches_where_the_stitch_holds(digits, digits_global_blocks_run):
+    """Issues 25/27: with one lr schedule across the blocks Δ decays, the (unstubbed) stop rule fires, the
+    stitch check accepts, and the served model is θ'_t + (θ_B − θ_t) — not θ_B, not exact retraining —
+    at fewer optimiser steps than ``retrain`` and within 2 points of its test accuracy."""
+    run = digits_global_blocks_run
+    forget = _block_ids(run, 1)  # block 2 of 12
+    # ε 0.08: on 12 blocks Δ falls nearly linearly (fitted slope 0.04–0.12 by block 11), the default 0.02
+    # is for longer runs; the rule itself is not stubbed
+    model, record = unlearn(run.model, digits, ForgetRequest.for_ids(forget), method="deepobliviate",
+                            params={"epsilon": 0.08}, run_path=run.run.path)
+    info = record["info"]
+    t = info["stopped_at"]
+    assert info["stitched"] and t < 12 and info["stitch_checks"][-1]["accepted"], info["decisions"]
+    assert info["cost"]["steps"] < info["cost"]["retrain_steps"]
+    theta_b, theta_t = load_block_snapshot(run.run.path, 12)["model"], load_block_snapshot(run.run.path, t)["model"]
+    prefix = _retrained_prefix(run, digits, forget, t)
+    served = dict(model.named_parameters())
+    for name, q in served.items():
+        assert torch.allclose(q.detach(), prefix[name] + theta_b[name] - theta_t[name], atol=1e-5), name
+    assert max((served[n].detach() - theta_b[n]).abs().max().item() for n in served) > 1e-3  # not θ_B
+    exact = train(digits, TrainConfig.from_dict(run.record["config"]), exclude_ids=forget).model
+    assert accuracy(model, digits.test) >= accuracy(exact, digits.test) - 0.02
+
+
+def test_deepobliviate_gives_up_early_and_costs_no_more_than_retrain(digits, digits_global_blocks_run, monkeypatch):
+    """Where no stitch holds (every stitch broken), the checks stop once their budget (5 % of retraining) is
+    spent, retraining runs to the end (exact) and the whole costs at most retraining plus that share."""
+    import obliviate.methods.deepobliviate as do
+
+    real = do.stitch
+
+    def broken(model, *a, **k):
+        real(model, *a, **k)
+        with torch.no_grad():
+            model.head.weight.mul_(-1.0)
+
+    monkeypatch.setattr(do, "stitch", broken)
+    monkeypatch.setattr(do, "stop_decision", lambda deltas, *a, **k: {"stop": True, "reason": "test"})
+    run = digits_global_blocks_run
+    model, record = unlearn(run.model, digits, ForgetRequest.for_ids(_block_ids(run, 1)), method="deepobliviate",
+                            run_path=run.run.path)
+    info, cost = record["info"], record["info"]["cost"]
+    assert not info["stitched"] and info["exact_retraining"] and info["retrained_blocks"] == list(range(2, 13))
+    assert 1 <= len(info["stitch_checks"]) <= 4 and not any(c["accepted"] for c in info["stitch_checks"])
+    assert any("budget spent" in d["reason"] for d in info["decisions"])
+    assert cost["check_samples"] <= cost["check_budget"] and cost["steps"] <= cost["retrain_steps"]
+    batch = TrainConfig.from_dict(run.record["config"]).batch_size
+    assert cost["steps"] * batch * 3 + cost["check_samples"] <= 1.05 * cost["retrain_steps"] * batch * 3
 
 
 def test_stitch_arithmetic_returns_the_served_model_when_nothing_changed(digits, digits_blocks_run):

@@ -43,6 +43,9 @@ def train_command(
                                help="block-incremental training with B blocks (DeepObliviate)"),
     epochs_per_block: int = typer.Option(_CFG.epochs_per_block, "--epochs-per-block",
                                          help="epochs on each block in block mode"),
+    block_schedule: str = typer.Option(_CFG.block_schedule, "--block-schedule",
+                                       help="block mode: global (one lr schedule across all blocks) | restart "
+                                            "(the schedule restarts every block)"),
     batch_size: int = typer.Option(_CFG.batch_size, "--batch-size"),
     lr: float = typer.Option(_CFG.lr, "--lr", help="peak learning rate"),
     optimizer: str = typer.Option(_CFG.optimizer, "--optimizer", help="sgd | adam | adamw"),
@@ -71,7 +74,7 @@ def train_command(
     cfg = TrainConfig(model=model, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                       weight_decay=weight_decay, schedule=schedule, label_smoothing=label_smoothing, augment=augment,
                       seed=seed, snapshot_every=snapshot_every, blocks=blocks, epochs_per_block=epochs_per_block,
-                      compile=compile)
+                      block_schedule=block_schedule, compile=compile)
     cfg.validate()  # every option against its declared range, before loading anything
     check_backdoor_options(plant_backdoor, backdoor_target, backdoor_block)
     check_output_dir(out, force)  # before loading data and training: a bad --out must not cost the run

@@ -64,7 +64,12 @@ class FixedBalance(Balance):
 
 
 class UncertaintyBalance(Balance):
-    """Kendall et al. 2018: L = Σ exp(−s_i)·L_i + s_i, s_i = log σ_i² learnt (from 0) at ``balance_lr``."""
+    """Kendall et al. 2018: L = Σ exp(−s_i)·L_i + s_i, s_i = log σ_i² learnt (from 0) at ``balance_lr``.
+
+    Departure: Kendall's classification form is exp(−s)·L + ½s (regression: ½exp(−s)·L + ½s). The full
+    s here settles each weight at 1/L_i instead of 1/(2L_i): the same ratio between the two tasks (the
+    larger loss gets the smaller weight), twice the overall scale, which Adam's step size absorbs.
+    tests/test_loss_balance.py pins the 1/L_i equilibrium."""
 
     def __init__(self, p, model, device):
         super().__init__(p, model, device)
@@ -80,7 +85,8 @@ class UncertaintyBalance(Balance):
 
 class DWABalance(Balance):
     """Dynamic Weight Average (Liu et al. 2019): w_i ∝ exp(r_i / T), r_i = ratio of the last two epoch
-    means of L_i; equal weights for the first two epochs."""
+    means of L_i (the task whose loss falls slower gets more weight); equal weights for the first two
+    epochs. As cited, with epoch means over ``steps_per_epoch`` optimiser steps."""
 
     def __init__(self, p, model, device, steps_per_epoch: int = 1):
         super().__init__(p, model, device)
@@ -101,7 +107,12 @@ class GradNormBalance(Balance):
     """GradNorm (Chen et al. 2018): learn w_i so that each weighted task's gradient norm on the last shared
     layer W tracks mean-norm × (relative inverse training rate)^α. A task whose loss fell less (relative to
     its first value) gets a larger gradient share. The weights take their own Adam step (``balance_lr``) on
-    Σ|G_i − G_i*| each step and are renormalised to sum to 2; the model is updated with Σ w_i·L_i."""
+    Σ|G_i − G_i*| each step and are renormalised to sum to 2; the model is updated with Σ w_i·L_i.
+
+    Departure: Chen et al. update θ with w(t) and only then step the weights to w(t+1); here the weights
+    step first and this step's model loss already uses w(t+1) (one backward graph serves both; with
+    ``balance_lr`` 0.01 the two differ by one small weight step). Direction (tests/test_loss_balance.py):
+    the task whose loss fell less since its first value, or whose gradient is smaller, is up-weighted."""
 
     def __init__(self, p, model, device):
         super().__init__(p, model, device)

@@ -10,6 +10,13 @@
    would otherwise stay in them).
 
 Only D_sub (a retain subset) and the class labels are read; never a forget sample.
+
+The noise is not what forgets here (issue 27, measured 2026-12-04 on the digits fixture model, class 3,
+seeds 0–1, forget test accuracy with the error-maximising noise vs the same noise set to all zeros):
+defaults 0.00/0.00 vs 0.00/0.00; without repair distillation 0.00/0.00 vs 0.03/0.00; impair only (no repair)
+0.76/0.70 vs 0.70/0.57; impair only at Adam 1e-2 0.00/0.03 vs 0.00/0.00. Impairing on *any* inputs labelled c
+next to D_sub, then repairing on D_sub without c (and the masked teacher), removes c; the optimised noise
+adds nothing measurable on this model. Kept as the cited method; no test claims the noise matters.
 """
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ method at once.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable
 
@@ -76,6 +77,19 @@ class OneCycle(torch.optim.lr_scheduler.LRScheduler):
 
     def get_lr(self) -> list[float]:
         return [self.lr_at(self.last_epoch) for _ in self.optimizer.param_groups]
+
+
+def lr_shape(schedule: str, frac: float) -> float:
+    """The schedule's lr as a share of its peak at ``frac`` (0..1) of the run: one schedule spread over
+    pieces of different lengths (block mode's "global" schedule)."""
+    frac = min(max(frac, 0.0), 1.0)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * frac))
+    if schedule == "constant":
+        return 1.0
+    if schedule == "onecycle":  # OneCycle's shape: warm up from 1/10 over the first quarter, then down to 1/1000
+        return 0.1 + 0.9 * frac / 0.25 if frac < 0.25 else 1.0 + (1e-3 - 1.0) * (frac - 0.25) / 0.75
+    raise ObliviateError(f"unknown schedule {schedule!r}; choose onecycle, cosine or constant")
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int):

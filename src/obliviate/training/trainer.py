@@ -42,7 +42,9 @@ from .checkpoint import (  # noqa: F401  (methods import the run-folder readers 
     load_block_assignment,
     load_block_snapshot,
 )
-from .loop import OptimConfig, cross_entropy, make_optimizer, make_scheduler, run_epochs
+from .loop import OptimConfig, cross_entropy, lr_shape, make_optimizer, make_scheduler, run_epochs
+
+BLOCK_SCHEDULES = ("restart", "global")
 
 
 @dataclass
@@ -66,6 +68,8 @@ class TrainConfig:
     snapshot_every: int = param(0, ge=0)  # steps; 0 = no step snapshots
     blocks: int = param(0, ge=0)  # >0: block-incremental training (DeepObliviate)
     epochs_per_block: int = param(1, ge=1)
+    # block mode: "restart" the schedule every block, or run one "global" schedule across all blocks
+    block_schedule: str = param("restart", choices=BLOCK_SCHEDULES)
     amp: bool = True  # bf16 autocast on CUDA
     channels_last: bool = True  # on CUDA, and on CPU for models that declare it (Classifier.wants_channels_last)
     compile: bool = False  # torch.compile on CUDA
@@ -75,7 +79,10 @@ class TrainConfig:
         return OptimConfig(self.optimizer, self.lr, self.momentum, self.weight_decay, self.schedule)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["block_schedule"] == "restart":  # the recipe before the option existed: keep its keys and records
+            del d["block_schedule"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -152,15 +159,22 @@ def train_block(model: Classifier, optimizer: torch.optim.Optimizer, data: Array
                 block: int, augment: str, description: str | None = None) -> int:
     """Train one block of block-incremental training (also what DeepObliviate re-runs on D_j minus S).
 
-    The schedule restarts every block and the batch order is seeded by (seed, block), so re-running
-    block j on the same data reproduces it step for step.
+    The batch order is seeded by (seed, block), so re-running block j on the same data reproduces it step
+    for step. ``block_schedule`` "restart": the schedule restarts every block; "global": one schedule over
+    all B blocks, block j covering the fraction [j/B, (j+1)/B] of it whatever its length (so a block
+    re-run without a deleted sample keeps its learning rates).
     """
     stream = BatchStream(data, cfg.batch_size, augment=augment, seed=block_seed(cfg.seed, block),
                          channels_last=cfg.channels_last and model.wants_channels_last(data.device))
     for group in optimizer.param_groups:
         group["lr"] = cfg.lr
         group.pop("initial_lr", None)
-    sched = make_scheduler(optimizer, cfg.optim(), cfg.epochs_per_block * len(stream))
+    steps = cfg.epochs_per_block * len(stream)
+    if cfg.block_schedule == "global" and cfg.blocks:
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda i: lr_shape(cfg.schedule, (block + min(i, steps) / steps) / cfg.blocks))
+    else:
+        sched = make_scheduler(optimizer, cfg.optim(), steps)
     return run_epochs(model, stream, cross_entropy(cfg.label_smoothing), optimizer, sched,
                       epochs=cfg.epochs_per_block, description=description or f"block {block + 1}", amp=cfg.amp)
 
