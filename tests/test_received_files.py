@@ -272,7 +272,7 @@ def test_run_json_cannot_point_the_ids_file_elsewhere(unlearned, target, tmp_pat
     assert "root:" not in line
 
 
-def test_ids_file_that_is_a_symlink_is_refused(plain, tmp_path):
+def test_ids_file_that_is_a_symlink_is_refused(tmp_path):
     from obliviate.lineage import read_ids
     run = tmp_path / "u"
     run.mkdir()
