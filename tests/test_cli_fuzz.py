@@ -166,7 +166,7 @@ CASES = {
     "evaluate seed not a number": (E + ["--unlearned", "{unlearned}", "--seed", "x"], "Invalid value for '--seed'"),
     "evaluate negative seed": (E + ["--unlearned", "{unlearned}", "--seed", "-3"], "Invalid value for '--seed'"),
     "bench negative seed": (["bench", "{root}/neg-seed.yaml"],
-                            "seeds must be a non-empty list of distinct integers in 0.."),
+                            "seeds: must be a non-empty list of distinct integers in 0.."),
     "bench workers 0": (["bench", "{root}/study.yaml", "--executor", "ray", "--workers", "0"], "--workers"),
     # bench
     "bench study missing": (["bench", "{root}/none.yaml"], "does not exist"),

@@ -385,7 +385,7 @@ def test_seed_past_64_bits_is_one_line(plain, tmp_path):
     one_line(cli("forget", "--checkpoint", plain, "--method", "finetune", "--forget-class", 1, "--seed", big,
                  "--out", tmp_path / "f"), "--seed")
     assert not (tmp_path / "t").exists() and not (tmp_path / "f").exists()
-    with pytest.raises(ObliviateError, match=r"study.yaml:\d+: seeds must be"):
+    with pytest.raises(ObliviateError, match=r"study.yaml:\d+: seeds: must be"):
         parse_study(tiny_study_yaml(seeds=(2**64,)), str(tmp_path / "study.yaml"))
 
 

@@ -551,7 +551,7 @@ def _parse_seeds(doc: Located, d: dict) -> list[int]:
     seeds = [_expect(doc, ("seeds", j) if isinstance(seeds_raw, list) else ("seeds",), s, int, "an integer seed")
              for j, s in enumerate(seeds_list)]
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or max(seeds) > SEED_MAX:
-        raise doc.error(("seeds",), f"seeds must be a non-empty list of distinct integers in 0..{SEED_MAX}")
+        raise doc.error(("seeds",), f"must be a non-empty list of distinct integers in 0..{SEED_MAX}")
     return seeds
 
 
