@@ -55,8 +55,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = None,
         raise CheckpointError(f"{run.path}/run.json lacks the data or model record")
     if data is None and isinstance(recorded["spec"], dict) and recorded["spec"].get("kind") == "user":
         raise CheckpointError(f"{run.path} was made with data given as tensors: pass the same data (data=...)")
-    if data is not None and not isinstance(data, DataBundle):
-        data = as_bundle(data)
+    if data is not None:
+        data = as_bundle(data)  # a DataBundle passes unchanged
     if data is None:
         try:
             spec = DataSpec.from_dict(recorded["spec"])

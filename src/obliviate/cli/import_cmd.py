@@ -19,7 +19,7 @@ from .. import api
 from ..data import DataSpec, load_data
 from ..data.splits import resolve_root
 from ..errors import ObliviateError
-from ..models.foreign import load_state
+from ..models.foreign import build_user_model
 from ..training import TrainConfig, check_output_dir
 from ..training.checkpoint import SAFETENSORS_FILE, STATE_DICT_FILE, read_state_dict
 from .app import app, cli_command, console, key_values, one_line, path_option
@@ -106,12 +106,7 @@ def import_command(
     check_output_dir(out, force)  # before the import runs the user's code
     cls = load_user_class(model_class)
     args = _model_args(model_arg)
-    state = read_state_dict(weights)
-    try:
-        net = cls(**args)
-    except Exception as exc:  # the user's constructor
-        raise ObliviateError(f"building {model_class}(**{args}) failed: {type(exc).__name__}: {exc}") from None
-    load_state(net, state, f"the weights in {weights}")
+    net = build_user_model(cls, args, read_state_dict(weights), str(weights))
     data = load_data(DataSpec(dataset, root=resolve_root(data_root), val_fraction=val_fraction))
     ck = api.import_model(net, data, out, train_config=cfg, weights_file=weights, model_args=args, device=device,
                           overwrite=force, feature_layer=feature_layer, head=head)

@@ -54,6 +54,13 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
 
+def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel (images, dim 1) or per-feature mean and std of inputs in model space; std floored at 1e-6."""
+    f = to_float(x)
+    flat = f.transpose(0, 1).reshape(x.shape[1], -1) if x.dim() == 4 else f.reshape(len(f), -1).T
+    return tuple(float(v) for v in flat.mean(1)), tuple(max(float(v), 1e-6) for v in flat.std(1))
+
+
 def concat(*parts: ArrayData) -> ArrayData:
     parts = tuple(p for p in parts if p is not None and len(p))
     dtypes = {p.x.dtype for p in parts}

@@ -204,20 +204,8 @@ def _read_cifar_pickles(root: Path, train_files: list[str], test_file: str, labe
 
 
 def _read_image_folders(root: Path, split: str, classes: list[str] | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    from PIL import Image
-
     base = _need(root / split, f"image folder tree (root/{split}/<class>/*.png)")
-    found = sorted(d.name for d in base.iterdir() if d.is_dir())
-    classes = classes or found
-    xs, ys = [], []
-    for c, name in enumerate(classes):
-        for f in sorted((base / name).iterdir()):
-            if f.suffix.lower() in _IMAGE_EXT and f.is_file():  # a pipe named x.png would block the decoder
-                xs.append(np.asarray(Image.open(f).convert("RGB")).transpose(2, 0, 1))
-                ys.append(c)
-    if not xs:
-        raise ObliviateError(f"no images found under {base}")
-    return np.stack(xs).astype(np.uint8), np.asarray(ys, np.int64), classes
+    return _read_tree_split(base, classes, "cifar10", colour=True)
 
 
 def _cifar10_files(root: Path | None) -> list[Path]:
@@ -345,8 +333,10 @@ def _tree_fingerprint(root: Path | None) -> str:
     return h.hexdigest()
 
 
-def _read_tree_split(base: Path, classes: list[str] | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """One split of a class-per-folder tree: one image size, grey (1 channel) unless any image has colour."""
+def _read_tree_split(base: Path, classes: list[str] | None, what: str = "image-folder",
+                     colour: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """One split of a class-per-folder tree: one image size, grey (1 channel) unless any image has colour
+    or ``colour`` asks for RGB (CIFAR-10's tree). ``what`` names the data set in errors."""
     from PIL import Image, UnidentifiedImageError
 
     classes = classes or sorted(d.name for d in base.iterdir() if d.is_dir())
@@ -359,16 +349,16 @@ def _read_tree_split(base: Path, classes: list[str] | None) -> tuple[np.ndarray,
                     with Image.open(f) as im:
                         images.append((f, im.convert("L") if im.mode in ("L", "1", "I;16") else im.convert("RGB")))
                 except (OSError, UnidentifiedImageError, ValueError) as exc:
-                    raise ObliviateError(f"image-folder: cannot read {f}: {exc}") from None
+                    raise ObliviateError(f"{what}: cannot read {f}: {exc}") from None
                 ys.append(c)
     if not images:
-        raise ObliviateError(f"image-folder: no images under {base}/<class>/")
+        raise ObliviateError(f"{what}: no images under {base}/<class>/")
     sizes = {im.size for _, im in images}
     if len(sizes) > 1:
         f, im = next((f, im) for f, im in images if im.size != images[0][1].size)
-        raise ObliviateError(f"image-folder: images differ in size ({images[0][1].size} vs {im.size} in {f}); "
+        raise ObliviateError(f"{what}: images differ in size ({images[0][1].size} vs {im.size} in {f}); "
                              "resize them to one size first")
-    grey = all(im.mode == "L" for _, im in images)
+    grey = not colour and all(im.mode == "L" for _, im in images)
     x = np.stack([np.asarray(im)[None] if grey else np.asarray(im.convert("RGB")).transpose(2, 0, 1)
                   for _, im in images])
     return x.astype(np.uint8), np.asarray(ys, np.int64), classes

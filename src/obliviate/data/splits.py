@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..params import check_fields, param
-from .dataset import ArrayData, DataBundle, to_float
+from .dataset import ArrayData, DataBundle, channel_stats
 from .sources import SOURCES, cached_source
 
 
@@ -94,12 +94,7 @@ def load_data(spec: DataSpec | str, **overrides) -> DataBundle:
     train = _array_data(x[keep], y[keep], tr_ids[keep])
     valid = _array_data(x[val], y[val], tr_ids[val])
     test = _array_data(xte, yte, te_ids)
-    if raw.kind == "image":
-        flat = to_float(train.x).transpose(0, 1).reshape(train.x.shape[1], -1)
-    else:
-        flat = train.x.float().T
-    mean = tuple(float(v) for v in flat.mean(1))
-    std = tuple(max(float(v), 1e-6) for v in flat.std(1))
+    mean, std = channel_stats(train.x)
     return DataBundle(spec.name, train, valid, test, list(raw.classes), raw.kind, mean, std, digest,
                       spec.to_dict())
 

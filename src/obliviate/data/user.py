@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import ObliviateError
-from .dataset import ArrayData, DataBundle
+from .dataset import ArrayData, DataBundle, channel_stats
 
 USER_DATA = "user-data"
 
@@ -88,12 +88,8 @@ def from_tensors(x_train, y_train, x_test=None, y_test=None, *, x_val=None, y_va
     names = [str(c) for c in names]
     if top > len(names):
         raise ObliviateError(f"labels go up to {top - 1} but only {len(names)} classes were given")
-    image = train.x.dim() == 4
-    flat = (train.x.float() / (255.0 if train.x.dtype == torch.uint8 else 1.0))
-    flat = flat.transpose(0, 1).reshape(train.x.shape[1], -1) if image else flat.reshape(len(flat), -1).T
-    mean = tuple(float(v) for v in flat.mean(1))
-    std = tuple(max(float(v), 1e-6) for v in flat.std(1))
-    return DataBundle(name, train, val, test, names, "image" if image else "tabular", mean, std,
+    mean, std = channel_stats(train.x)
+    return DataBundle(name, train, val, test, names, "image" if train.x.dim() == 4 else "tabular", mean, std,
                       _digest(train, val, test), {"name": name, "kind": "user"})
 
 

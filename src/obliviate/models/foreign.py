@@ -90,7 +90,7 @@ class ForeignClassifier(nn.Module):
         self._norm = normalize is not None
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(shape), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(shape), persistent=False)
-        self.head_name, self.feature_layer = self._locate(head, feature_layer)
+        self._locate(head, feature_layer)  # sets head_name and feature_layer
         self.num_classes = self.head.out_features
         self.feature_dim = self.head.in_features
         self.cam_layer = f"net.{cam_layer}" if cam_layer else (f"net.{_last_conv(net)}" if _last_conv(net) else None)
@@ -99,7 +99,7 @@ class ForeignClassifier(nn.Module):
                               {"head": self.head_name, "feature_layer": self.feature_layer, "cam_layer": cam_layer,
                                "normalize": normalize is not None, "args": dict(args or {})})
 
-    def _locate(self, head: str | None, feature_layer: str | None) -> tuple[str, str]:
+    def _locate(self, head: str | None, feature_layer: str | None) -> None:
         net = self.net
         device = next((q.device for q in net.parameters()), torch.device("cpu"))
         probe = torch.rand(2, *self.input_shape, device=device)
@@ -125,7 +125,6 @@ class ForeignClassifier(nn.Module):
         self.head_name, self.feature_layer = name, feature_layer or name
         if head is not None or feature_layer is not None:  # found automatically, the split holds by construction
             self._check_split(probe, out)
-        return self.head_name, self.feature_layer
 
     def _check_split(self, probe: torch.Tensor, out: torch.Tensor) -> None:
         """Methods compute logits as head(features): that must be the model's output, or they would change
@@ -253,6 +252,17 @@ def load_state(net: nn.Module, state: dict, what: str) -> None:
     net.load_state_dict(state)
 
 
+def build_user_model(model_class: Callable[..., nn.Module], args: dict, state: dict, where: str) -> nn.Module:
+    """``model_class(**args)`` holding the weights ``state`` read from ``where``; one line for either failure."""
+    try:
+        net = model_class(**args)
+    except Exception as exc:  # the user's constructor: any error is theirs to see in one line
+        name = f"{getattr(model_class, '__module__', '?')}:{getattr(model_class, '__qualname__', model_class)}"
+        raise CheckpointError(f"building {name}(**{args}) failed: {type(exc).__name__}: {exc}") from None
+    load_state(net, state, f"the weights in {where}")
+    return net
+
+
 def rebuild(spec: ModelSpec, state: dict, model_class: Callable[..., nn.Module] | None,
             where: str) -> ForeignClassifier:
     """A saved user's model: ``model_class(**args)`` with the saved weights, under the recorded interface."""
@@ -264,11 +274,7 @@ def rebuild(spec: ModelSpec, state: dict, model_class: Callable[..., nn.Module] 
     if given.split(":")[-1] != recorded.split(":")[-1]:
         raise CheckpointError(f"{where} holds a {recorded} model, but the class given is {given}")
     args = dict(spec.options.get("args") or {})
-    try:
-        net = model_class(**args)
-    except Exception as exc:  # the user's constructor: any error is theirs to see in one line
-        raise CheckpointError(f"building {given}(**{args}) failed: {type(exc).__name__}: {exc}") from None
-    load_state(net, state, f"the weights in {where}")
+    net = build_user_model(model_class, args, state, where)
     o = spec.options
     return ForeignClassifier(net, spec.input_shape, feature_layer=o.get("feature_layer"), head=o.get("head"),
                              init=lambda: model_class(**args), cam_layer=o.get("cam_layer"), args=args,
