@@ -62,8 +62,12 @@ def suffix_study(bundle, run, cfg: TrainConfig, forget: np.ndarray, bn_samples: 
         theta_j = load_block_snapshot(path, j + 1)["model"]
         o_next, n_next = _params(theta_j, names), _params(model.state_dict(), names)
         delta = sum(((o_next[n] - o_prev[n]) - (n_next[n] - n_prev[n])).abs().sum().item() for n in names) * scale
+        # the block's own update sizes: Δ relative to them is not shrunk by a decaying learning rate
+        update = sum((o_next[n] - o_prev[n]).abs().sum().item() for n in names) * scale
+        new_update = sum((n_next[n] - n_prev[n]).abs().sum().item() for n in names) * scale
         o_prev, n_prev = o_next, n_next
-        row = {"block": j + 1, "delta": delta, "speedup": cfg.blocks / (j + 1 - d)}
+        row = {"block": j + 1, "delta": delta, "update": update, "new_update": new_update,
+               "speedup": cfg.blocks / (j + 1 - d)}
         if (j - d) < 10 or (j + 1 - d) % every == 0 or j + 1 == cfg.blocks:
             cand = copy.deepcopy(model)
             stitch(cand, theta_b, theta_j, retain, bn_samples, 0)
@@ -90,8 +94,10 @@ def main() -> None:
     ap.add_argument("--bn-samples", type=int, default=2048)
     ap.add_argument("--every", type=int, default=5, help="after the first 10 blocks, stitch every N blocks")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--backdoor", type=int, default=0, help="plant a trigger in N samples of the middle block, "
+    ap.add_argument("--backdoor", type=int, default=0, help="plant a trigger in N samples of one block, "
                     "delete those (default: delete one random sample)")
+    ap.add_argument("--backdoor-block", type=int, default=None, help="the block (1..B) holding the trigger "
+                    "(default: the middle one)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     bundle = load_data(a.dataset)
@@ -99,7 +105,7 @@ def main() -> None:
                       lr=a.lr, schedule=a.schedule, block_schedule=a.block_schedule, seed=a.seed)
     asr, extra = None, {}
     if a.backdoor:
-        plan = plan_backdoor(bundle, a.backdoor, 0, seed=a.seed, blocks=a.blocks)
+        plan = plan_backdoor(bundle, a.backdoor, 0, seed=a.seed, blocks=a.blocks, block=a.backdoor_block)
         bundle = poisoned(bundle, plan)
         forget = np.asarray(plan.ids)
         extra = {"pinned_blocks": plan.pinned_blocks()}

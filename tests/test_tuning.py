@@ -74,3 +74,34 @@ def test_a_tuned_study_records_the_chosen_values_in_every_row(tmp_path_factory):
     assert ft["metrics"]["tuned_epochs"] == tuning["chosen"]["epochs"] == ft["record"]["unlearn"]["params"]["epochs"]
     assert "best validation retain accuracy" in tuning["rule"]
     assert "tuned_epochs" in headline_metrics(aggregate(rows))  # the results table and the report show it
+
+
+def test_low_forget_acc_takes_the_lowest_forget_accuracy_that_keeps_validation_accuracy():
+    from obliviate.harness.tuning import _ranker
+    keeps = {"forget_acc": 0.90, "val_retain_acc": 0.95}  # still fits the poisoned labels
+    removes = {"forget_acc": 0.05, "val_retain_acc": 0.94}
+    wrecks = {"forget_acc": 0.00, "val_retain_acc": 0.80}  # lowest forget accuracy, 15 points lost
+    rank = _ranker("low_forget_acc", floor=0.93)
+    assert max([keeps, removes, wrecks], key=rank) is removes
+    assert max([keeps, wrecks], key=rank) is keeps  # nothing removes within the floor: best validation accuracy
+
+
+def test_low_forget_acc_measures_the_floor_on_the_original_and_refuses_a_wrecked_setting(digits_model, digits):
+    import copy
+
+    import torch
+    request = ForgetRequest.for_ids(digits.train.ids[:40].tolist())
+    wrecked = copy.deepcopy(digits_model)
+    with torch.no_grad():
+        for q in wrecked.parameters():
+            q.add_(torch.randn_like(q) * 3)
+    models = {0: wrecked, 1: digits_model}
+
+    with pytest.raises(ValueError, match="original"):
+        tune({"grid": {"epochs": [0, 1]}, "select": "low_forget_acc"}, lambda p: (models[p["epochs"]], {}),
+             digits, request)
+    model, _, tuning = tune({"grid": {"epochs": [0, 1]}, "select": "low_forget_acc"},
+                            lambda p: (models[p["epochs"]], {}), digits, request, original=digits_model)
+    wreck, keep = tuning["candidates"]
+    assert wreck["forget_acc"] < keep["forget_acc"] and wreck["val_retain_acc"] < tuning["original_val_retain_acc"] - 0.02
+    assert tuning["chosen"] == {"epochs": 1} and model is digits_model and "within 0.02" in tuning["rule"]

@@ -359,7 +359,7 @@ def _unlearned(task: Task, bundle: DataBundle, request: ForgetRequest, original,
                        train_config=TrainConfig.from_dict(task.train), run_path=orig_run.path)
 
     if GRID in task.params:  # tuned on the validation split; the test set only scores the chosen setting
-        return tune(task.params, run, bundle, request)
+        return tune(task.params, run, bundle, request, original)
     return (*run(task.params), None)
 
 

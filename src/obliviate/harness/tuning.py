@@ -3,10 +3,19 @@
 Why: a baseline run with defaults chosen at another scale is a strawman (issue 24: SCRUB at 60k). A grid
 entry runs every setting on the original model, scores each on the **validation** split only (never the
 test set, which stays for the reported figures), and keeps the setting the study's ``select:`` rule picks.
-The only rule so far, ``val_retain_acc``: among settings whose forget accuracy passes the verdict's bound
-(``obliviate.verdict``, the rule a forget run is judged by; the loss attack is not run here), the best
-validation accuracy on the retained classes; when none passes, the lowest forget accuracy (and the row
-says so). Every setting's scores, the chosen values and the rule are recorded in the row.
+Rules (``SELECT_RULES``):
+
+* ``val_retain_acc`` (default): among settings whose forget accuracy passes the verdict's bound
+  (``obliviate.verdict``, the rule a forget run is judged by; the loss attack is not run here), the best
+  validation accuracy on the retained classes; when none passes, the lowest forget accuracy (and the row
+  says so).
+* ``low_forget_acc``: the lowest accuracy on the deleted samples among settings that keep validation
+  accuracy within ``MAX_VAL_DROP`` of the original's; none does: the best validation accuracy. For sample
+  requests whose samples carry wrong labels (poisoned, mislabelled): the verdict's sample band compares
+  with unseen data of *correct* labels, so a model that still obeys a trigger can pass it; what the
+  deleted labels taught shows as accuracy on those labels, which a retrained model gets wrong.
+
+Every setting's scores, the chosen values and the rule are recorded in the row.
 """
 from __future__ import annotations
 
@@ -18,8 +27,12 @@ from ..metrics.accuracy import accuracy
 from ..verdict import VerdictRule, judge
 
 GRID, SELECT = "grid", "select"
+MAX_VAL_DROP = 0.02  # low_forget_acc: validation accuracy the search may give up against the original (issue 25: 2 points)
 SELECT_RULES = {"val_retain_acc": "best validation retain accuracy among settings whose forget accuracy passes "
-                                  "the verdict bound (none passes: lowest forget accuracy)"}
+                                  "the verdict bound (none passes: lowest forget accuracy)",
+                "low_forget_acc": f"lowest accuracy on the deleted samples among settings whose validation retain "
+                                  f"accuracy is within {MAX_VAL_DROP:g} of the original's (none: best validation "
+                                  f"retain accuracy)"}
 DEFAULT_SELECT = "val_retain_acc"
 
 
@@ -37,27 +50,38 @@ def val_scores(model, bundle: DataBundle, request: ForgetRequest) -> dict:
     return scores
 
 
-def _rank(c: dict) -> tuple:
-    return (1, c["val_retain_acc"]) if c["passes"] else (0, -c["forget_acc"])
+def _ranker(select: str, floor: float | None):
+    """The rule as a sort key (higher is better); ``floor``: the lowest validation accuracy low_forget_acc keeps."""
+    if select == "low_forget_acc":
+        return lambda c: (1, -c["forget_acc"]) if c["val_retain_acc"] >= floor else (0, c["val_retain_acc"])
+    return lambda c: (1, c["val_retain_acc"]) if c["passes"] else (0, -c["forget_acc"])
 
 
-def tune(params: dict, run, bundle: DataBundle, request: ForgetRequest):
-    """Run every grid point with ``run(point_params) -> (model, record)``; (model, record, tuning) of the chosen."""
-    grid = params[GRID]
+def tune(params: dict, run, bundle: DataBundle, request: ForgetRequest, original=None):
+    """Run every grid point with ``run(point_params) -> (model, record)``; (model, record, tuning) of the chosen.
+
+    ``original`` is needed by ``low_forget_acc`` (its validation accuracy is the reference)."""
+    grid, select = params[GRID], params.get(SELECT, DEFAULT_SELECT)
     base = {k: v for k, v in params.items() if k not in (GRID, SELECT)}
+    tuning: dict = {"grid": grid, "select": select, "rule": SELECT_RULES[select], "split": "validation"}
+    floor = None
+    if select == "low_forget_acc":
+        if original is None:
+            raise ValueError("low_forget_acc needs the original model")
+        tuning["original_val_retain_acc"] = val_scores(original, bundle, request)["val_retain_acc"]
+        floor = tuning["original_val_retain_acc"] - MAX_VAL_DROP
+    rank = _ranker(select, floor)
     best, candidates, t0 = None, [], time.perf_counter()
     for combo in itertools.product(*grid.values()):
         values = dict(zip(grid, combo))
         model, record = run({**base, **values})
         cand = {"values": values, **val_scores(model, bundle, request), "seconds": record.get("seconds")}
         candidates.append(cand)
-        if best is None or _rank(cand) > _rank(best[2]):
+        if best is None or rank(cand) > rank(best[2]):
             best = (model, record, cand)
     model, record, chosen = best
-    tuning = {"grid": grid, "select": params.get(SELECT, DEFAULT_SELECT),
-              "rule": SELECT_RULES[params.get(SELECT, DEFAULT_SELECT)], "split": "validation",
-              "candidates": candidates, "chosen": chosen["values"], "chosen_passes": chosen["passes"],
-              "seconds": time.perf_counter() - t0}
+    tuning.update(candidates=candidates, chosen=chosen["values"], chosen_passes=chosen["passes"],
+                  seconds=time.perf_counter() - t0)
     return model, record, tuning
 
 
