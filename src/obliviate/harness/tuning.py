@@ -27,7 +27,7 @@ from ..metrics.accuracy import accuracy
 from ..verdict import VerdictRule, judge
 
 GRID, SELECT = "grid", "select"
-MAX_VAL_DROP = 0.02  # low_forget_acc: validation accuracy the search may give up against the original (issue 25: 2 points)
+MAX_VAL_DROP = 0.02  # low_forget_acc: validation accuracy it may give up against the original (issue 25)
 SELECT_RULES = {"val_retain_acc": "best validation retain accuracy among settings whose forget accuracy passes "
                                   "the verdict bound (none passes: lowest forget accuracy)",
                 "low_forget_acc": f"lowest accuracy on the deleted samples among settings whose validation retain "
