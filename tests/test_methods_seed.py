@@ -376,7 +376,7 @@ def test_deepobliviate_stops_early_and_stitches(digits, digits_blocks_run, monke
     """When the stop rule fires, retraining ends there and the rest is stitched (rule itself: test_seed_quality)."""
     import obliviate.methods.deepobliviate as do
 
-    monkeypatch.setattr(do, "stop_decision", lambda deltas, *a, **k: {"stop": len(deltas) >= 2, "reason": "test"})
+    monkeypatch.setattr(do, "decide_stop", lambda p, deltas, ratios: {"stop": len(deltas) >= 2, "reason": "test"})
     ids = _block_ids(digits_blocks_run, 2)  # block 3 of 8
     model, record = _deepobliviate(digits_blocks_run, digits, ids)
     info = record["info"]
@@ -389,7 +389,7 @@ def test_deepobliviate_rejects_a_stitch_that_loses_accuracy(digits, digits_block
     """A stitch that breaks the model is refused; retraining goes on and the next block's stitch is served."""
     import obliviate.methods.deepobliviate as do
 
-    monkeypatch.setattr(do, "stop_decision", lambda deltas, *a, **k: {"stop": len(deltas) >= 2, "reason": "test"})
+    monkeypatch.setattr(do, "decide_stop", lambda p, deltas, ratios: {"stop": len(deltas) >= 2, "reason": "test"})
     real = do.stitch
 
     def broken_at_block_4(model, theta_b, theta_t, *a, **k):

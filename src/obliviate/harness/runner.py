@@ -148,6 +148,7 @@ def forget_request(request: dict, bundle: DataBundle, seed: int) -> ForgetReques
 def train_config_for(study: Study, ds, model, seed: int) -> TrainConfig:
     merged = {**study.train, **ds.train, **model.train, "model": model.name,
               "model_options": dict(model.options), "seed": seed}
+    merged.setdefault("block_schedule", TrainConfig.block_schedule)  # a new recipe: today's default, not a record's
     return TrainConfig.from_dict(merged)
 
 

@@ -8,9 +8,13 @@ To delete samples S:
 1. restart from θ_{d−1}, the last model that never saw S (d = first block holding any of S);
 2. retrain blocks d, d+1, … on D_j \\ S, giving θ'_j, and after each measure the temporal residual
    memory Δ_j = ‖(θ_j − θ_{j−1}) − (θ'_j − θ'_{j−1})‖₁ — how differently the block moved the model;
-3. once past the last block holding any of S, fit f(x) = a·x^(−h) + b to the Δ series and stop at
-   block t when the fitted curve is flat (|f′(t)| < ε): later original updates are then taken to be
-   nearly independent of S;
+3. once past the last block holding any of S, decide whether to stop at block t. The paper fits
+   f(x) = a·x^(−h) + b to the Δ series and stops when the curve is flat (|f′(t)| < ε; ``stop_rule
+   power_law``). Measured on MNIST-5k (benchmarks/README.md), Δ falls as the learning rate falls, not
+   as S's influence fades: Δ relative to the block's own update, r_t = Δ_t / ‖θ'_t − θ'_{t−1}‖₁, stays
+   flat at a floor of 0.2–0.6 while Δ drops 1,000-fold. So the default (``plateau``) stops once r_t is
+   at most 1 and no longer falling: S then changes the later updates no more than run-to-run noise does
+   (40 backdoored samples start at r 3–9 and are waited out; one random sample is at the floor at once);
 4. stitch θ = θ'_t + (θ_B − θ_t): the retrained prefix plus the original updates of the rest
    (parameters only; BatchNorm statistics are re-estimated on D_r, see ``stitch``);
 5. obliviate's guard (not in the paper): the stitched model must score on a retain sample within
@@ -148,6 +152,37 @@ def stop_decision(deltas, epsilon: float, min_deltas: int, min_r2: float, h0: fl
     return {**out, "stop": True, "reason": "residual memory faded"}
 
 
+def plateau_decision(ratios, max_ratio: float, plateau: float) -> dict:
+    """Has the deleted samples' influence sunk to the noise floor? Decide on r_j = Δ_j / u'_j.
+
+    u'_j is the retrained block's own update size, so r_j does not shrink just because the learning rate
+    does (Δ alone does: under one schedule across blocks Δ fell 1,000-fold while r stayed at 0.2–0.5,
+    benchmarks/README.md). r starts above 1 when the deleted samples changed what their block taught
+    (40 backdoored samples: 3–9), falls while the effect washes out, and levels off at the run-to-run floor
+    of two trajectories that merely started apart (0.2–0.6 on MNIST-5k). Stop once r is at most
+    ``max_ratio`` and no longer falling: at least ``plateau`` × the lowest r before it. Two values at least.
+    """
+    r = np.asarray(ratios, dtype=np.float64)
+    out: dict = {"stop": False, "points": len(r), "ratio": float(r[-1]) if len(r) else None}
+    if len(r) < 2:
+        return {**out, "reason": f"{len(r)} of 2 values"}
+    if not np.all(np.isfinite(r)):
+        return {**out, "reason": "non-finite Δ ratio"}
+    if r[-1] > max_ratio:
+        return {**out, "reason": f"Δ still {r[-1]:.2f}× the block's own update (needs <= {max_ratio:g})"}
+    floor = float(r[:-1].min())
+    if r[-1] < plateau * floor:
+        return {**out, "reason": f"Δ ratio still falling ({r[-1]:.2f} < {plateau:g} × {floor:.2f})"}
+    return {**out, "stop": True, "reason": "Δ ratio at its floor: the deleted samples' influence is run-to-run noise"}
+
+
+def decide_stop(p, deltas: list[float], ratios: list[float]) -> dict:
+    """The stop rule ``p.stop_rule`` names, on the series measured so far."""
+    if p.stop_rule == "plateau":
+        return plateau_decision(ratios, p.max_ratio, p.plateau)
+    return stop_decision(deltas, p.epsilon, p.min_deltas, p.min_r2, p.h0, p.min_drop)
+
+
 def stitch(model: torch.nn.Module, theta_b: dict, theta_t: dict, retain, max_samples: int | None = None,
            seed: int = 0) -> None:
     """θ = θ'_t + (θ_B − θ_t) on the parameters; BatchNorm statistics re-estimated on D_r.
@@ -244,18 +279,25 @@ class DeepObliviate(Method):
 
     @dataclass
     class Params:
-        """The stop rule (``stop_decision``) fits f(x) = a·x^(−h) + b to Δ/Δ_peak from the largest Δ on and
-        stops once the fit shows a real decay (a, h > 0, R² >= ``min_r2``, recent Δ fallen by ``min_drop``
-        of the peak) whose slope fell below ``epsilon`` (relative to the peak, so one value serves any model:
-        inferred, the paper gives ε = 1e-5 on its own unstated scale). Δ is the mean absolute difference per
-        parameter (``normalise``). ``h0`` None: start the exponent from detrended fluctuation analysis of the
-        series (>= 8 values), else 1. ``min_deltas``: at least this many Δ values are fitted, counted from the
-        peak Δ (a series that is still rising has no decay to fit yet), never fewer than 3; retraining always
-        runs through the last block holding a deleted sample. Defaults measured on block-trained models (see
-        benchmarks/README.md); ``min_drop`` 0.5 bounds false stops on flat noisy Δ (tests/test_seed_quality.py).
+        """``stop_rule`` "plateau" (default, ``plateau_decision``): stop once Δ_j / u'_j <= ``max_ratio`` and >=
+        ``plateau`` × its lowest earlier value. "power_law" (the paper's, ``stop_decision``) fits f(x) =
+        a·x^(−h) + b to Δ/Δ_peak from the largest Δ on and stops once the fit shows a real decay (a, h > 0, R²
+        >= ``min_r2``, recent Δ fallen by ``min_drop`` of the peak) whose slope fell below ``epsilon`` (relative
+        to the peak, so one value serves any model: inferred, the paper gives ε = 1e-5 on its own unstated
+        scale). Δ is the mean absolute difference per parameter (``normalise``). ``h0`` None: start the exponent
+        from detrended fluctuation analysis of the series (>= 8 values), else 1. ``min_deltas``: at least this
+        many Δ values are fitted, counted from the peak Δ (a series that is still rising has no decay to fit
+        yet), never fewer than 3; retraining always runs through the last block holding a deleted sample.
+        Defaults measured on block-trained models (see benchmarks/README.md); ``min_drop`` 0.5 bounds false
+        stops on flat noisy Δ (tests/test_seed_quality.py).
         """
 
-        epsilon: float = param(0.02, ge=0)
+        # "plateau": stop when Δ relative to the block's own update stops falling (``plateau_decision``);
+        # "power_law": the paper's fit of Δ itself (``stop_decision``), which under a decaying lr times the lr
+        stop_rule: str = param("plateau", choices=("plateau", "power_law"))
+        max_ratio: float = param(1.0, gt=0)  # plateau: Δ_j / u'_j at most this before a stop
+        plateau: float = param(0.8, gt=0, le=1)  # plateau: "no longer falling" = r_j >= plateau × min earlier r
+        epsilon: float = param(0.02, ge=0)  # power_law's slope bound; 0 (either rule): never stop, exact retraining
         min_deltas: int = param(4, ge=1)
         min_r2: float = param(0.7, ge=0, le=1)
         min_drop: float = param(0.5, ge=0, lt=1)  # recent Δ at most (1 − min_drop) × its peak before a stop
@@ -286,13 +328,14 @@ class DeepObliviate(Method):
         # retain ids absent from the assignment were never trained on (the run excluded them): block -1, left out
         retain_blocks = torch.as_tensor(snaps.block_of(retain.ids.cpu().numpy()), device=retain.device)
         check = _StitchCheck(ctx, p, snaps, theta_b, retain)
-        stop, deltas, decisions = _retrain_suffix(ctx, p, snaps, retain, retain_blocks, first, last, check)
+        stop, (deltas, ratios), decisions = _retrain_suffix(ctx, p, snaps, retain, retain_blocks, first, last, check)
         stitched = stop < snaps.n_blocks
         retrained = list(range(first + 1, stop + 1))
         ctx.info.update({
             "blocks": snaps.n_blocks, "first_block": first + 1, "last_block": last + 1,
             "retrained_blocks": retrained, "stopped_at": stop, "stitched": stitched,
-            "exact_retraining": not stitched, "deltas": deltas, "stitch_checks": check.log,
+            "exact_retraining": not stitched, "deltas": deltas, "delta_ratios": ratios, "stop_rule": p.stop_rule,
+            "stitch_checks": check.log,
             "delta_scale": "per-parameter mean |.|" if p.normalise else "L1", "decisions": decisions,
             "speedup_estimate": snaps.n_blocks / max(1, len(retrained)),
             "cost": {"steps": check.steps, "retrain_steps": _retrain_steps(snaps, retain_blocks),
@@ -366,7 +409,8 @@ class _StitchCheck:
 
 
 def _retrain_suffix(ctx, p, snaps: _Snapshots, retain, retain_blocks, first: int, last: int, try_stitch):
-    """Retrain blocks first.. on D_j minus S from θ_first, measuring Δ_j; return (stop, Δs, decisions).
+    """Retrain blocks first.. on D_j minus S from θ_first, measuring Δ_j and Δ_j / u'_j (u'_j: the retrained
+    block's own update); return (stop, (Δs, ratios), decisions).
 
     When the stop rule fires at block t, ``try_stitch(t)`` stitches; a rejected stitch means: go on."""
     start = snaps.source.block(first)
@@ -378,12 +422,13 @@ def _retrain_suffix(ctx, p, snaps: _Snapshots, retain, retain_blocks, first: int
     names = [n for n, _ in model.named_parameters()]
     scale = 1.0 / sum(q.numel() for q in model.parameters()) if p.normalise else 1.0
 
-    def param_state(state: dict) -> dict:
-        return {n: state[n].detach().to(ctx.device, torch.float32) for n in names}
+    def param_state(state: dict) -> dict:  # a copy: ``.to`` of a live float32 parameter would alias it
+        return {n: state[n].detach().to(ctx.device, torch.float32, copy=True) for n in names}
 
     orig_prev = param_state(start["model"])
     new_prev = {n: v.clone() for n, v in orig_prev.items()}
     deltas: list[float] = []
+    ratios: list[float] = []  # Δ_j / u'_j: Δ against the retrained block's own update
     decisions: list[dict] = []
     for j in range(first, snaps.n_blocks):
         part = torch.nonzero(retain_blocks == j).flatten()
@@ -393,15 +438,17 @@ def _retrain_suffix(ctx, p, snaps: _Snapshots, retain, retain_blocks, first: int
         orig_next, new_next = param_state(snaps.model(j + 1)), param_state(model.state_dict())
         deltas.append(sum(((orig_next[n] - orig_prev[n]) - (new_next[n] - new_prev[n])).abs().sum().item()
                           for n in names) * scale)
+        update = sum((new_next[n] - new_prev[n]).abs().sum().item() for n in names) * scale
+        ratios.append(deltas[-1] / update if update > 0 else math.inf)
         orig_prev, new_prev = orig_next, new_next
         if j < last or p.epsilon <= 0 or j + 1 == snaps.n_blocks:
             continue
-        decision = stop_decision(deltas, p.epsilon, p.min_deltas, p.min_r2, p.h0, p.min_drop)
+        decision = decide_stop(p, deltas, ratios)
         if decision["stop"] and try_stitch.spent:
             decision = {**decision, "stop": False, "reason": "stitch check budget spent: retraining to the end"}
         elif decision["stop"] and not try_stitch(j + 1):
             decision = {**decision, "stop": False, "reason": "stitch check failed: the stitched model lost accuracy"}
         decisions.append({"block": j + 1, **decision})
         if decision["stop"]:
-            return j + 1, deltas, decisions
-    return snaps.n_blocks, deltas, decisions
+            return j + 1, (deltas, ratios), decisions
+    return snaps.n_blocks, (deltas, ratios), decisions

@@ -68,8 +68,9 @@ class TrainConfig:
     snapshot_every: int = param(0, ge=0)  # steps; 0 = no step snapshots
     blocks: int = param(0, ge=0)  # >0: block-incremental training (DeepObliviate)
     epochs_per_block: int = param(1, ge=1)
-    # block mode: "restart" the schedule every block, or run one "global" schedule across all blocks
-    block_schedule: str = param("restart", choices=BLOCK_SCHEDULES)
+    # block mode: one "global" schedule across all blocks (the default since issue 25: DeepObliviate's stitch
+    # holds under it), or "restart" it every block (the recipe before; records without the key are that)
+    block_schedule: str = param("global", choices=BLOCK_SCHEDULES)
     amp: bool = True  # bf16 autocast on CUDA
     channels_last: bool = True  # on CUDA, and on CPU for models that declare it (Classifier.wants_channels_last)
     compile: bool = False  # torch.compile on CUDA
@@ -80,14 +81,19 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if d["block_schedule"] == "restart":  # the recipe before the option existed: keep its keys and records
+        if not self.blocks:  # plain training has no block schedule: its records and keys stay as they were
             del d["block_schedule"]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        """A recorded recipe. A block-mode record without ``block_schedule`` was written before the option
+        existed, when every block restarted the schedule: it reads as "restart", not today's default."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        kept = {k: v for k, v in d.items() if k in names}
+        if kept.get("blocks") and "block_schedule" not in kept:
+            kept["block_schedule"] = "restart"
+        return cls(**kept)
 
     @classmethod
     def from_record(cls, d: dict, where: str | Path) -> "TrainConfig":
