@@ -448,6 +448,10 @@ def test_empty_out_is_refused(plain, tmp_path, monkeypatch):
     one_line(cli("train", "--dataset", "digits", "--model", "mlp", "--epochs", 1, "--out", ""), "empty path")
     one_line(cli("forget", "--checkpoint", plain, "--method", "finetune", "--forget-class", 1, "--out", ""),
              "empty path")
+    study = Path(__file__).parent.parent / "studies" / "quick.yaml"
+    for args in (("bench", study, "--store", ""), ("bench", study, "--work", ""), ("results", "--store", ""),
+                 ("results", "merge", "a.sqlite", "--into", ""), ("report", "--out", "")):
+        one_line(cli(*args), "empty path")
     assert list(tmp_path.iterdir()) == []
 
 

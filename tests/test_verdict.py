@@ -91,12 +91,17 @@ def test_the_issue_chain_ends_with_a_verdict_and_its_exit_code(original, method,
     if forgotten:
         assert r.exit_code == 0 and "forgotten: yes" in r.output, r.output
         assert _run("verify", second, "--evidence").exit_code == 0
+        chain = obliviate.history(second)
+        assert chain[0]["verdict"] is None and chain[-1]["verdict"] == "yes"  # the training run has no verdict
         return
     assert r.exit_code == EXIT_NOT_FORGOTTEN and "forgotten: NO" in r.output and "kept for inspection" in r.output
     assert "classes 1: accuracy on held-out samples of the class" in r.output, r.output
     assert (second / "model.pt").exists() and obliviate.verify(second).ok  # written, whole, for inspection
     r = _run("verify", second, "--evidence")
     assert r.exit_code == EXIT_NOT_FORGOTTEN and "verified" in r.output and "forgotten: NO" in r.output, r.output
+    assert obliviate.history(second)[-1]["verdict"] == "NO"  # history shows it too
+    r = _run("history", second)
+    assert r.exit_code == 0 and "NO" in r.output and "judged not forgotten" in r.output, r.output
     # a verdict that does not follow from its evidence is a mismatch, even with the certificate's hash redone
     work = tmp_path / "edited"
     shutil.copytree(root, work)

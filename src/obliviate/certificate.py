@@ -335,6 +335,18 @@ def _differences(then, now, key: str = ""):
         yield key, then, now
 
 
+def _recorded_verdict(run: Path) -> str:
+    """The verdict a run's certificate states ("yes", "NO", "none" before verdicts, "unreadable"); as
+    recorded, not re-checked: ``verify`` re-checks it."""
+    try:
+        verdict = load_certificate(run).get("verdict")
+    except CheckpointError:
+        return "unreadable"
+    if not isinstance(verdict, dict) or not isinstance(verdict.get("forgotten"), bool):
+        return "none"
+    return "yes" if verdict["forgotten"] else "NO"
+
+
 def history(path: str | Path) -> list[dict]:
     """The chain from the original training run to ``path``, oldest first, from each run.json."""
     chain, nxt, seen = [], Path(path), set()
@@ -344,7 +356,7 @@ def history(path: str | Path) -> list[dict]:
         rec, cert_path = run.record, nxt / CERT_FILE
         entry = {"run": str(nxt), "kind": rec.get("kind"), "method": rec.get("method"),
                  "finished": rec.get("finished"), "model_sha256": file_sha256(run.model_path),
-                 "certificate": cert_path.exists()}
+                 "certificate": cert_path.exists(), "verdict": _recorded_verdict(nxt) if cert_path.exists() else None}
         nxt = None
         if rec.get("kind") == "forget":
             entry["request"] = ForgetRequest.from_dict(rec["request"]).describe()

@@ -13,7 +13,7 @@ from ..harness.executor import DEFAULT_STORE, bench
 from ..harness.store import Store, merge_stores, pick_study
 from ..harness.study import is_folder_name
 from ..io import check_writable_dir
-from .app import app, cli_command, console, err_console, key_values
+from .app import app, cli_command, console, err_console, key_values, path_option
 
 DATA_ROOT_FORM = "DATASET=PATH, e.g. cifar10=data/cifar10-jpeg.npz"
 
@@ -53,9 +53,9 @@ def print_results(name: str, rows: list[dict], *, all_metrics: bool = False, n_f
 @cli_command
 def bench_command(
     study: Path = typer.Argument(..., help="study file (YAML), e.g. studies/quick.yaml"),
-    store: Path = typer.Option(DEFAULT_STORE, "--store", help=STORE_HELP),
-    work: Optional[Path] = typer.Option(None, "--work", help="folder for trained models and figures "
-                                                             "(default: work/ beside the store)"),
+    store: Path = typer.Option(DEFAULT_STORE, "--store", help=STORE_HELP, parser=path_option),
+    work: Optional[Path] = typer.Option(None, "--work", parser=path_option,
+                                        help="folder for trained models and figures (default: work/ beside the store)"),
     executor: str = typer.Option("local", "--executor", help="local (this process) or ray"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address",
                                               help="Ray cluster address (auto, ray://host:port); "
@@ -115,10 +115,11 @@ app.add_typer(results_app, name="results")
 @cli_command
 def results_command(
     ctx: typer.Context,
-    store: Path = typer.Option(DEFAULT_STORE, "--store", help=STORE_HELP),
+    store: Path = typer.Option(DEFAULT_STORE, "--store", help=STORE_HELP, parser=path_option),
     study: Optional[str] = typer.Option(None, "--study", help="study name (needed when the store holds several)"),
     format: str = typer.Option("table", "--format", help="table, csv or parquet"),
-    out: Optional[Path] = typer.Option(None, "--out", help="file for csv/parquet (csv default: stdout)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="file for csv/parquet (csv default: stdout)",
+                                       parser=path_option),
     raw: bool = typer.Option(False, "--raw", help="one line per seed instead of mean ± std"),
     all_metrics: bool = typer.Option(False, "--all", help="table: every metric, not only the headline ones"),
     older: bool = typer.Option(False, "--older", help="also the runs made with other parameters than the study's "
@@ -187,7 +188,7 @@ def default_report_dir(store: Path, study: str) -> Path:
 @cli_command
 def merge_command(
     sources: List[Path] = typer.Argument(..., help="results stores to merge (SQLite files)"),
-    into: Path = typer.Option(..., "--into", help="store to merge into (created when missing)"),
+    into: Path = typer.Option(..., "--into", help="store to merge into (created when missing)", parser=path_option),
 ) -> None:
     """Merge stores made separately (e.g. on two machines): one row per run key, conflicts reported."""
     reports = merge_stores(sources, into)
@@ -211,9 +212,10 @@ def merge_command(
 @app.command("report")
 @cli_command
 def report_command(
-    out: Optional[Path] = typer.Option(None, "--out", help="folder for report.html, report.md and figures/ "
-                                                           "(default: reports/STUDY/ beside the store)"),
-    store: Path = typer.Option(DEFAULT_STORE, "--store", help=STORE_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", parser=path_option,
+                                       help="folder for report.html, report.md and figures/ (default: reports/STUDY/ "
+                                            "beside the store)"),
+    store: Path = typer.Option(DEFAULT_STORE, "--store", help=STORE_HELP, parser=path_option),
     study: Optional[str] = typer.Option(None, "--study", help="study name (needed when the store holds several)"),
 ) -> None:
     """Write a self-contained HTML report (and Markdown) of a study's results."""

@@ -18,9 +18,12 @@ def history_command(run: Path = typer.Argument(..., help="run directory (usually
     """Print the chain original -> ... -> RUN: each run's request, method and what is forgotten so far."""
     chain = history(run)
     table = Table("#", "run", "kind", "method", "request", "forgotten so far", "weights SHA-256", "certificate",
-                  title=f"lineage of {escape(str(run))}", title_justify="left")
+                  "forgotten? (as recorded)", title=f"lineage of {escape(str(run))}", title_justify="left")
     for i, e in enumerate(chain):
+        verdict = {"yes": "yes", "NO": "[red]NO[/]", None: "-"}.get(e["verdict"], e["verdict"] or "-")
         table.add_row(str(i), escape(e["run"]), e["kind"] or "?", escape(e.get("method") or "-"),
                       escape(e.get("request", "-")), escape(e.get("cumulative", "-")), e["model_sha256"][:16],
-                      "yes" if e["certificate"] else ("-" if e["kind"] != "forget" else "[red]missing[/]"))
+                      "yes" if e["certificate"] else ("-" if e["kind"] != "forget" else "[red]missing[/]"), verdict)
     console.print(table)
+    if any(e["verdict"] == "NO" for e in chain):
+        console.print("a deletion in this chain was judged not forgotten; `obliviate verify --evidence` re-checks it")
