@@ -120,3 +120,14 @@ def test_forget_in_python_returns_the_evidence_and_the_verdict(digits_run):
                                  rule=VerdictRule(max_forget_acc=0.0, acc_band=0.0))
     rule = record["verdict"]["rule"]
     assert rule["max_forget_acc"] == 0.0 and rule["max_forget_acc_from"] == "given"
+
+
+def test_sample_bands_on_the_command_line_are_checked_and_recorded(digits_run, tmp_path):
+    base = ("forget", "--checkpoint", digits_run.run.path, "--method", "finetune", "--forget-fraction", 0.05,
+            "--param", "epochs=0.25")
+    r = _run(*base, "--acc-band", -1, "--out", tmp_path / "bad")
+    assert r.exit_code == 2 and "acc-band must be a number in [0, 1]" in r.output and not (tmp_path / "bad").exists()
+    r = _run(*base, "--acc-band", 0.0, "--mia-band", 0.3, "--out", tmp_path / "o")
+    assert r.exit_code in (0, EXIT_NOT_FORGOTTEN), r.output
+    rule = json.loads((tmp_path / "o" / CERT_FILE).read_text())["verdict"]["rule"]
+    assert rule["acc_band"] == 0.0 and rule["mia_band"] == 0.3 and "<= 0.8" in rule["text"]

@@ -18,7 +18,7 @@ from ..methods.base import FORGOTTEN_ATTR
 from ..metrics.accuracy import accuracy
 from ..params import SEED_MAX
 from ..training import check_output_dir
-from ..verdict import EXIT_NOT_FORGOTTEN, VerdictRule, summary
+from ..verdict import ACC_BAND, EXIT_NOT_FORGOTTEN, MIA_BAND, VerdictRule, summary
 from .app import app, cli_command, console, err_console, key_values, one_line, path_option
 from .import_cmd import MODEL_CLASS_HELP, load_user_class
 
@@ -59,13 +59,17 @@ def forget_command(
     max_forget_acc: Optional[float] = typer.Option(None, "--max-forget-acc",
                                                    help="verdict bound on a forgotten class's accuracy "
                                                         "(default 1/num_classes)"),
+    acc_band: float = typer.Option(ACC_BAND, "--acc-band", help="verdict, sample requests: how far accuracy on "
+                                   "the deleted samples may exceed accuracy on unseen samples"),
+    mia_band: float = typer.Option(MIA_BAND, "--mia-band", help="verdict, sample requests: how far the loss "
+                                   "attack may exceed 0.5"),
 ) -> None:
     """Make a trained model forget a class, several classes, a fraction or given samples.
 
     On a run made by `forget`, the request is applied on top: what it forgot stays forgotten. Ends with the
     verdict; exit 3 when the run is saved but the evidence says the data is not forgotten.
     """
-    rule = VerdictRule(max_forget_acc=max_forget_acc)
+    rule = VerdictRule(max_forget_acc=max_forget_acc, acc_band=acc_band, mia_band=mia_band)
     request = build_request(forget_class, forget_ids, forget_fraction, subset_per_class, seed)
     params = key_values(param, "--param")
     check_output_dir(out, force, reads=[checkpoint])  # before the data and model load (and any user code)
