@@ -284,6 +284,7 @@ PLATEAU_CASES = [  # (r series, stops?) — measured shapes (benchmarks/README.m
     ([9.4, 2.9, 1.0, 0.69], False),  # ... still falling by more than 20 %
     ([9.4, 2.9], False),  # the deleted samples still change the updates more than the updates themselves
     ([1.7, 1.2, 1.1, 1.05], False),  # levelled off above 1: memory that does not fade
+    ([0.2, 3.0, 0.9], False),  # samples in two blocks: the second one's spike is still falling
     ([0.5], False),  # one value says nothing about a trend
     ([0.5, float("nan")], False),
 ]

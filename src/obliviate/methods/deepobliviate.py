@@ -160,7 +160,9 @@ def plateau_decision(ratios, max_ratio: float, plateau: float) -> dict:
     benchmarks/README.md). r starts above 1 when the deleted samples changed what their block taught
     (40 backdoored samples: 3–9), falls while the effect washes out, and levels off at the run-to-run floor
     of two trajectories that merely started apart (0.2–0.6 on MNIST-5k). Stop once r is at most
-    ``max_ratio`` and no longer falling: at least ``plateau`` × the lowest r before it. Two values at least.
+    ``max_ratio`` and no longer falling: at least ``plateau`` × the r of the block before. Two values at
+    least. (Against the previous value, not the lowest so far: deleted samples spread over several blocks
+    make r dip and spike, and a spike still falling must not pass for a floor because of an earlier dip.)
     """
     r = np.asarray(ratios, dtype=np.float64)
     out: dict = {"stop": False, "points": len(r), "ratio": float(r[-1]) if len(r) else None}
@@ -170,9 +172,8 @@ def plateau_decision(ratios, max_ratio: float, plateau: float) -> dict:
         return {**out, "reason": "non-finite Δ ratio"}
     if r[-1] > max_ratio:
         return {**out, "reason": f"Δ still {r[-1]:.2f}× the block's own update (needs <= {max_ratio:g})"}
-    floor = float(r[:-1].min())
-    if r[-1] < plateau * floor:
-        return {**out, "reason": f"Δ ratio still falling ({r[-1]:.2f} < {plateau:g} × {floor:.2f})"}
+    if r[-1] < plateau * r[-2]:
+        return {**out, "reason": f"Δ ratio still falling ({r[-1]:.2f} < {plateau:g} × {r[-2]:.2f})"}
     return {**out, "stop": True, "reason": "Δ ratio at its floor: the deleted samples' influence is run-to-run noise"}
 
 
@@ -280,7 +281,7 @@ class DeepObliviate(Method):
     @dataclass
     class Params:
         """``stop_rule`` "plateau" (default, ``plateau_decision``): stop once Δ_j / u'_j <= ``max_ratio`` and >=
-        ``plateau`` × its lowest earlier value. "power_law" (the paper's, ``stop_decision``) fits f(x) =
+        ``plateau`` × its previous value. "power_law" (the paper's, ``stop_decision``) fits f(x) =
         a·x^(−h) + b to Δ/Δ_peak from the largest Δ on and stops once the fit shows a real decay (a, h > 0, R²
         >= ``min_r2``, recent Δ fallen by ``min_drop`` of the peak) whose slope fell below ``epsilon`` (relative
         to the peak, so one value serves any model: inferred, the paper gives ε = 1e-5 on its own unstated
@@ -296,7 +297,7 @@ class DeepObliviate(Method):
         # "power_law": the paper's fit of Δ itself (``stop_decision``), which under a decaying lr times the lr
         stop_rule: str = param("plateau", choices=("plateau", "power_law"))
         max_ratio: float = param(1.0, gt=0)  # plateau: Δ_j / u'_j at most this before a stop
-        plateau: float = param(0.8, gt=0, le=1)  # plateau: "no longer falling" = r_j >= plateau × min earlier r
+        plateau: float = param(0.8, gt=0, le=1)  # plateau: "no longer falling" = r_j >= plateau × r_{j-1}
         epsilon: float = param(0.02, ge=0)  # power_law's slope bound; 0 (either rule): never stop, exact retraining
         min_deltas: int = param(4, ge=1)
         min_r2: float = param(0.7, ge=0, le=1)
