@@ -20,7 +20,7 @@ def history_command(run: Path = typer.Argument(..., help="run directory (usually
     table = Table("#", "run", "kind", "method", "request", "forgotten so far", "weights SHA-256", "certificate",
                   "forgotten? (as recorded)", title=f"lineage of {escape(str(run))}", title_justify="left")
     for i, e in enumerate(chain):
-        verdict = {"yes": "yes", "NO": "[red]NO[/]", None: "-"}.get(e["verdict"], e["verdict"] or "-")
+        verdict = "[red]NO[/]" if e["verdict"] == "NO" else (e["verdict"] or "-")
         table.add_row(str(i), escape(e["run"]), e["kind"] or "?", escape(e.get("method") or "-"),
                       escape(e.get("request", "-")), escape(e.get("cumulative", "-")), e["model_sha256"][:16],
                       "yes" if e["certificate"] else ("-" if e["kind"] != "forget" else "[red]missing[/]"), verdict)

@@ -12,7 +12,7 @@ To delete samples S:
    f(x) = a·x^(−h) + b to the Δ series and stops when the curve is flat (|f′(t)| < ε; ``stop_rule
    power_law``). Measured on MNIST-5k (benchmarks/README.md), Δ falls as the learning rate falls, not
    as S's influence fades: Δ relative to the block's own update, r_t = Δ_t / ‖θ'_t − θ'_{t−1}‖₁, stays
-   flat at a floor of 0.2–0.6 while Δ drops 1,000-fold. So the default (``plateau``) stops once r_t is
+   flat at a floor of 0.1–0.6 while Δ drops 1,000-fold. So the default (``plateau``) stops once r_t is
    at most 1 and no longer falling: S then changes the later updates no more than run-to-run noise does
    (40 backdoored samples start at r 3–9 and are waited out; one random sample is at the floor at once);
 4. stitch θ = θ'_t + (θ_B − θ_t): the retrained prefix plus the original updates of the rest
@@ -156,10 +156,10 @@ def plateau_decision(ratios, max_ratio: float, plateau: float) -> dict:
     """Has the deleted samples' influence sunk to the noise floor? Decide on r_j = Δ_j / u'_j.
 
     u'_j is the retrained block's own update size, so r_j does not shrink just because the learning rate
-    does (Δ alone does: under one schedule across blocks Δ fell 1,000-fold while r stayed at 0.2–0.5,
+    does (Δ alone does: under one schedule across blocks Δ fell 1,000-fold while r stayed at 0.1–0.6,
     benchmarks/README.md). r starts above 1 when the deleted samples changed what their block taught
     (40 backdoored samples: 3–9), falls while the effect washes out, and levels off at the run-to-run floor
-    of two trajectories that merely started apart (0.2–0.6 on MNIST-5k). Stop once r is at most
+    of two trajectories that merely started apart (0.1–0.6 on MNIST-5k). Stop once r is at most
     ``max_ratio`` and no longer falling: at least ``plateau`` × the r of the block before. Two values at
     least. (Against the previous value, not the lowest so far: deleted samples spread over several blocks
     make r dip and spike, and a spike still falling must not pass for a floor because of an earlier dip.)
