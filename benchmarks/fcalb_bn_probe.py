@@ -1,8 +1,9 @@
 """Issue 25.2 probe: does fcalb-samples' forget loss reach the weights, or only BatchNorm's batch statistics?
 
-Runs fcalb-samples (``--param``-style key=value, on top of ``preset=poisoned``) on a poisoned original from
-``backdoor-tuned-fmnist-full.yaml``'s work folder and prints the share of deleted images classified as the
-backdoor target in eval mode and in train mode (one batch of 128), the ASR and test accuracy.
+Runs fcalb-samples (``--param``-style key=value, on top of ``preset=poisoned``; ``preset=none``: on top of the
+defaults) on a poisoned original from ``backdoor-tuned-fmnist-full.yaml``'s work folder and prints the share of
+deleted images classified as the backdoor target in eval mode and in train mode (one batch of 128), the ASR and
+test accuracy. ``forget_bn=batch`` shows the BatchNorm loophole; fcalb-samples' default is ``running``.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/fcalb_bn_probe.py RUN_DIR [key=value ...]
 """
@@ -22,7 +23,9 @@ d = sys.argv[1]
 ck = load_checkpoint(d, device='cpu')
 bd = ck.data.spec['backdoor']
 req = ForgetRequest.for_ids(list(bd['ids']))
-params = dict(preset='poisoned', **dict(a.split('=') for a in sys.argv[2:]))
+params = {'preset': 'poisoned', **dict(a.split('=', 1) for a in sys.argv[2:])}
+if params['preset'] == 'none':  # the method's plain defaults
+    del params['preset']
 for k in list(params):
     if k in ('epochs', 'lr', 'distill', 'w_forget'):
         params[k] = float(params[k])

@@ -5,6 +5,7 @@ variant uses the same noise as its stand-in for the forget samples, and other me
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -116,6 +117,26 @@ def state_floats(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 _BN = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+
+
+@contextmanager
+def batchnorm_frozen(model: torch.nn.Module, enabled: bool = True):
+    """BatchNorm layers in eval mode (running statistics, not the batch's) for the forward passes inside.
+
+    A loss computed on a batch of forget samples alone, in train mode, can be met through that batch's own
+    statistics: the batch is normalised differently from any mixed batch the model will see, and the
+    weights need not change (fcalb-samples, resnet8, 300 poisoned images: forget loss 0.002, yet every image
+    still goes to the backdoor target in eval mode). With the running statistics fixed, the loss can only
+    be met by the weights. Other layers keep their mode.
+    """
+    layers = [m for m in model.modules() if isinstance(m, _BN) and m.training] if enabled else []
+    for m in layers:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.train()
 
 
 @torch.no_grad()
