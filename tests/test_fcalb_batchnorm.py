@@ -5,13 +5,17 @@ met through them while the eval-mode model still obeys the trigger. ``forget_bn=
 default) computes that loss with the running statistics, so only the weights can meet it."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import sys
+
 import pytest
 import torch
 from torch import nn
 
 from obliviate.backdoor_runs import plan_backdoor, poisoned
 from obliviate.data import ForgetRequest
-from obliviate.methods import get_method, resolve_params, unlearn
+from obliviate.methods import common, get_method, list_methods, resolve_params, unlearn
 from obliviate.methods.common import batchnorm_frozen
 from obliviate.metrics import backdoor_asr
 from obliviate.metrics.accuracy import accuracy
@@ -70,3 +74,34 @@ def test_fcalb_samples_removes_a_backdoor_from_a_batchnorm_model(poisoned_digits
     assert asr(fixed) <= asr(retrained) + 0.15, (asr(fixed), asr(retrained))  # seeds 0-2 measured: 0.08-0.13 vs 0.0
     assert asr(loophole) >= asr(fixed) + 0.2, (asr(loophole), asr(fixed))  # batch statistics: 0.36-0.55
     assert accuracy(fixed, data.test) >= accuracy(retrained, data.test) - 0.04
+
+
+def _methods_with_forget_bn():
+    return [m.name for m in list_methods() if "forget_bn" in {f.name for f in dataclasses.fields(m.Params)}]
+
+
+def test_the_forget_bn_methods_are_the_ones_measured():
+    assert _methods_with_forget_bn() == sorted(["fcalb", "fcalb-samples", "neggrad+", "scrub"])
+
+
+@pytest.mark.parametrize("name", [m for m in _methods_with_forget_bn() if m != "fcalb"])  # fcalb: noise, classes
+@pytest.mark.parametrize("mode", ["batch", "running"])
+def test_forget_bn_decides_the_statistics_of_the_forget_forward(name, mode, digits, digits_model, monkeypatch):
+    """Every method with ``forget_bn`` forwards its forget batches inside ``batchnorm_frozen``, enabled only for
+    ``running``; inside it no BatchNorm layer is in train mode (so no forget batch moves the running statistics)."""
+    seen = []
+    real = common.batchnorm_frozen
+
+    @contextlib.contextmanager
+    def spy(model, enabled=True):
+        with real(model, enabled) as out:
+            seen.append((enabled, any(m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))))
+            yield out
+
+    monkeypatch.setattr(sys.modules[type(get_method(name)).__module__], "batchnorm_frozen", spy)
+    ids = digits.train.ids[:20].tolist()
+    unlearn(digits_model, digits, ForgetRequest.for_ids(ids), name, params={"forget_bn": mode, "epochs": 1},
+            seed=0, device="cpu")
+    assert seen, f"{name} never forwarded a forget batch through batchnorm_frozen"
+    assert {enabled for enabled, _ in seen} == {mode == "running"}
+    assert not any(bn_training for enabled, bn_training in seen if enabled)

@@ -119,6 +119,9 @@ def state_floats(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 _BN = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
 
 
+FORGET_BN = ("batch", "running")  # BatchNorm on a forget-only batch: that batch's statistics, or the running ones
+
+
 @contextmanager
 def batchnorm_frozen(model: torch.nn.Module, enabled: bool = True):
     """BatchNorm layers in eval mode (running statistics, not the batch's) for the forward passes inside.

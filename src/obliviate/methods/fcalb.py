@@ -31,11 +31,10 @@ from ..models import Classifier
 from ..params import OPTIMIZERS, param
 from ..training.loop import OptimConfig, fine_tune
 from .base import FORGET, RETAIN_SUBSET, Method, MethodContext, register
-from .common import batchnorm_frozen, error_maximising_noise, recalibrate_batchnorm, retain_distillation
+from .common import FORGET_BN, batchnorm_frozen, error_maximising_noise, recalibrate_batchnorm, retain_distillation
 
 BALANCES = ("uncertainty", "dwa", "gradnorm", "fixed")
 FORGET_LOSSES = ("mse", "kl")
-FORGET_BN = ("batch", "running")
 
 
 class Balance:

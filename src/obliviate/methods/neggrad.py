@@ -33,7 +33,7 @@ from ..models import Classifier
 from ..params import OPTIMIZERS, param
 from ..training.loop import fine_tune
 from .base import FORGET, RETAIN, Method, MethodContext, register
-from .common import FineTuneParams
+from .common import FORGET_BN, FineTuneParams, batchnorm_frozen
 
 
 def cycle_batches(stream: BatchStream) -> Iterator[Batch]:
@@ -91,6 +91,7 @@ class NegGradPlus(Method):
         optimizer: str = param("sgd", choices=OPTIMIZERS)
         momentum: float = param(0.9, ge=0, lt=1)
         weight_decay: float = param(5e-4, ge=0)
+        forget_bn: str = param("batch", choices=FORGET_BN)  # the ascent's forget batch: own batch stats or running
 
     presets = {"paper": {"alpha": 0.9999, "epochs": 5.0, "lr": 0.01}}
 
@@ -100,8 +101,9 @@ class NegGradPlus(Method):
 
         def loss(model, batch):
             fb = next(forget)
-            return (p.alpha * F.cross_entropy(model(batch.x), batch.y)
-                    - (1.0 - p.alpha) * F.cross_entropy(model(fb.x), fb.y))
+            with batchnorm_frozen(model, enabled=p.forget_bn == "running"):
+                ascent = F.cross_entropy(model(fb.x), fb.y)
+            return p.alpha * F.cross_entropy(model(batch.x), batch.y) - (1.0 - p.alpha) * ascent
 
         fine_tune(ctx.model, ctx.retain, loss, epochs=p.epochs, batch_size=p.batch_size,
                   optim=p.optim(),

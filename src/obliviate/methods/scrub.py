@@ -33,6 +33,7 @@ from ..models import Classifier
 from ..params import OPTIMIZERS, param
 from ..training.loop import OptimConfig, make_optimizer, run_epochs
 from .base import FORGET, RETAIN, Method, MethodContext, register
+from .common import FORGET_BN, batchnorm_frozen
 
 
 def distill_kl(student_logits, teacher_logits, t: float):
@@ -61,6 +62,7 @@ class Scrub(Method):
         lr_decay_epochs: str = "5,8,9"  # comma list of epochs (1-based) after which lr /= 10; "" = none
         batch_size: int = param(128, ge=1)
         forget_batch_size: int = param(32, ge=1)
+        forget_bn: str = param("batch", choices=FORGET_BN)  # max-steps: own batch stats (authors') or running
 
     presets = {
         "large": {"optimizer": "sgd", "lr": 5e-4, "momentum": 0.9, "weight_decay": 5e-4, "gamma": 0.99,
@@ -80,7 +82,8 @@ class Scrub(Method):
         opt = make_optimizer(model.parameters(), OptimConfig(p.optimizer, p.lr, p.momentum, p.weight_decay))
 
         def maximise(m, batch):
-            return -distill_kl(m(batch.x), teacher(batch.x), t)
+            with batchnorm_frozen(m, enabled=p.forget_bn == "running"):
+                return -distill_kl(m(batch.x), teacher(batch.x), t)
 
         def minimise(m, batch):
             out = m(batch.x)
