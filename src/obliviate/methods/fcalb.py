@@ -320,9 +320,9 @@ class FCALBSamples(_FCALB):
 
     #: Deleting poisoned samples (a planted backdoor): pull the *outputs* on them toward the random teacher (KL)
     #: and halve the distillation from the original, which otherwise re-teaches the trigger it still holds.
-    #: Full Fashion-MNIST, resnet8, 300 poisoned, seed 0, BatchNorm on running statistics (benchmarks/README.md,
-    #: 2026-12-04; ASR / test %, retrain 1.3 / 92.5): defaults 13.3 / 91.1; KL + distill 0 + 6 epochs (the
-    #: slice's earlier preset) 2.0 / 88.6; + 3 epochs 2.2 / 90.2; KL + distill 0.5 + 3 epochs 2.2 / 91.1.
+    #: Full Fashion-MNIST, resnet8, 300 poisoned, seed 0, ``forget_bn=running`` (benchmarks/README.md, 2026-12-04;
+    #: ASR / test %, retrain 1.3 / 92.5): defaults 22.6 / 91.1; KL + no distillation + 6 epochs (the slice's
+    #: earlier preset) 2.0 / 88.7; KL + distill 0.5 + 3 epochs 2.2 / 91.1.
     presets = {"poisoned": {"forget_loss": "kl", "distill": 0.5, "epochs": 3.0}}
 
     def forget_inputs(self, ctx, p):
