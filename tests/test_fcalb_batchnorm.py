@@ -46,8 +46,8 @@ def test_batchnorm_frozen_uses_running_statistics_and_restores_the_mode():
     assert not bn.training
 
 
-def test_fcalb_samples_defaults_to_running_statistics_and_fcalb_does_not():
-    assert resolve_params(get_method("fcalb-samples"), {}).forget_bn == "running"
+def test_fcalb_samples_defaults_to_running_statistics_for_samples_only():
+    assert resolve_params(get_method("fcalb-samples"), {}).forget_bn == "auto"
     assert resolve_params(get_method("fcalb"), {}).forget_bn == "batch"
 
 
@@ -84,11 +84,17 @@ def test_the_forget_bn_methods_are_the_ones_measured():
     assert _methods_with_forget_bn() == sorted(["fcalb", "fcalb-samples", "neggrad+", "scrub"])
 
 
-@pytest.mark.parametrize("name", [m for m in _methods_with_forget_bn() if m != "fcalb"])  # fcalb: noise, classes
-@pytest.mark.parametrize("mode", ["batch", "running"])
-def test_forget_bn_decides_the_statistics_of_the_forget_forward(name, mode, digits, digits_model, monkeypatch):
-    """Every method with ``forget_bn`` forwards its forget batches inside ``batchnorm_frozen``, enabled only for
-    ``running``; inside it no BatchNorm layer is in train mode (so no forget batch moves the running statistics)."""
+CASES = [(name, mode, "ids", mode == "running") for name in _methods_with_forget_bn() if name != "fcalb"
+         for mode in ("batch", "running")]  # fcalb: noise inputs, class requests only
+CASES += [("fcalb-samples", "auto", "ids", True), ("fcalb-samples", "auto", "class", False)]
+
+
+@pytest.mark.parametrize("name,mode,kind,frozen", CASES)
+def test_forget_bn_decides_the_statistics_of_the_forget_forward(name, mode, kind, frozen, digits, digits_model,
+                                                                monkeypatch):
+    """Every method with ``forget_bn`` forwards its forget batches inside ``batchnorm_frozen``, enabled for
+    ``running`` (and fcalb-samples' ``auto`` on a sample request); inside it no BatchNorm layer is in train mode
+    (so no forget batch moves the running statistics)."""
     seen = []
     real = common.batchnorm_frozen
 
@@ -99,9 +105,8 @@ def test_forget_bn_decides_the_statistics_of_the_forget_forward(name, mode, digi
             yield out
 
     monkeypatch.setattr(sys.modules[type(get_method(name)).__module__], "batchnorm_frozen", spy)
-    ids = digits.train.ids[:20].tolist()
-    unlearn(digits_model, digits, ForgetRequest.for_ids(ids), name, params={"forget_bn": mode, "epochs": 1},
-            seed=0, device="cpu")
+    request = ForgetRequest.for_ids(digits.train.ids[:20].tolist()) if kind == "ids" else ForgetRequest.for_classes(3)
+    unlearn(digits_model, digits, request, name, params={"forget_bn": mode, "epochs": 1}, seed=0, device="cpu")
     assert seen, f"{name} never forwarded a forget batch through batchnorm_frozen"
-    assert {enabled for enabled, _ in seen} == {mode == "running"}
+    assert {enabled for enabled, _ in seen} == {frozen}
     assert not any(bn_training for enabled, bn_training in seen if enabled)
