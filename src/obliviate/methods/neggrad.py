@@ -101,9 +101,10 @@ class NegGradPlus(Method):
 
         def loss(model, batch):
             fb = next(forget)
+            descent = F.cross_entropy(model(batch.x), batch.y)  # first, as before: BatchNorm's updates keep their order
             with batchnorm_frozen(model, enabled=p.forget_bn == "running"):
                 ascent = F.cross_entropy(model(fb.x), fb.y)
-            return p.alpha * F.cross_entropy(model(batch.x), batch.y) - (1.0 - p.alpha) * ascent
+            return p.alpha * descent - (1.0 - p.alpha) * ascent
 
         fine_tune(ctx.model, ctx.retain, loss, epochs=p.epochs, batch_size=p.batch_size,
                   optim=p.optim(),
