@@ -12,19 +12,17 @@ import torch
 from obliviate.api import load_checkpoint
 from obliviate.data import ForgetRequest
 from obliviate.methods import unlearn
-from obliviate.metrics.accuracy import accuracy
+from obliviate.metrics.evaluate import evaluate
 
 torch.set_num_threads(1)
 run_dir, cls, method = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 ck = load_checkpoint(run_dir, device='cpu')
 params = dict(a.split('=', 1) for a in sys.argv[4:])
+request = ForgetRequest.for_classes(cls)
 t = time.time()
-model, _ = unlearn(ck.model, ck.data, ForgetRequest.for_classes(cls), method, params=params, seed=0, device='cpu',
+model, _ = unlearn(ck.model, ck.data, request, method, params=params, seed=0, device='cpu',
                    train_config=ck.train_config)
 seconds = time.time() - t
-test = ck.data.test
-is_cls = test.y == cls
-print(method, params, 'sec', round(seconds),
-      'forget train', round(accuracy(model, ck.data.train.subset(torch.nonzero(ck.data.train.y == cls).flatten())), 4),
-      'forget test', round(accuracy(model, test.subset(torch.nonzero(is_cls).flatten())), 4),
-      'kept test', round(accuracy(model, test.subset(torch.nonzero(~is_cls).flatten())), 4), flush=True)
+m = evaluate(ck.model, model, ck.data, request, figures=False, relearn=False)  # its class split of train and test
+print(method, params, 'sec', round(seconds), 'forget train', round(m['forget_acc'], 4),
+      'forget test', round(m['test_forget_acc'], 4), 'kept test', round(m['test_retain_acc'], 4), flush=True)

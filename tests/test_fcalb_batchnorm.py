@@ -1,8 +1,9 @@
 """fcalb-samples against a planted backdoor on a BatchNorm model (issue 25.2).
 
 A forget batch forwarded on its own in train mode is normalised by its own statistics; the forget loss can be
-met through them while the eval-mode model still obeys the trigger. ``forget_bn=running`` (fcalb-samples'
-default) computes that loss with the running statistics, so only the weights can meet it."""
+met through them while the eval-mode model still obeys the trigger. ``forget_bn=running`` (what fcalb-samples'
+default ``auto`` does for sample requests) computes that loss with the running statistics, so only the weights
+can meet it."""
 from __future__ import annotations
 
 import contextlib

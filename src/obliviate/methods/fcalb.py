@@ -247,10 +247,6 @@ class _FCALB(Method):
         frozen_bn = p.forget_bn == "running" or (p.forget_bn == "auto" and ctx.request.kind != "class")
 
         def feature_loss(xf: torch.Tensor) -> torch.Tensor:
-            with batchnorm_frozen(model, enabled=frozen_bn):
-                return forget_distance(xf)
-
-        def forget_distance(xf: torch.Tensor) -> torch.Tensor:
             if p.forget_loss == "mse":
                 with torch.no_grad():
                     target = F.normalize(teacher.features(xf).float(), dim=1)
@@ -265,7 +261,9 @@ class _FCALB(Method):
         def loss_fn(m, batch):
             idx = torch.randint(0, len(forget_x), (min(p.forget_batch_size, len(forget_x)),), device=ctx.device,
                                 generator=g)
-            losses = (feature_loss(forget_x[idx]), recover(m, batch))
+            with batchnorm_frozen(model, enabled=frozen_bn):
+                forget_loss = feature_loss(forget_x[idx])
+            losses = (forget_loss, recover(m, batch))
             return balance.total(losses)
 
         fine_tune(model, sub, loss_fn, epochs=p.epochs, batch_size=p.batch_size,
