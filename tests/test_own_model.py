@@ -9,6 +9,8 @@ BatchNorm conv nets, and several need a larger step on a small MLP trained to sa
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -20,6 +22,7 @@ from obliviate import ForgetRequest, TrainConfig
 from obliviate.errors import ObliviateError
 from obliviate.methods import METHODS, get_method, load_all
 from obliviate.methods.base import SNAPSHOTS
+from obliviate.training import load_block_assignment
 
 load_all()
 FORGET = 3
@@ -123,6 +126,36 @@ def test_every_method_forgets_a_class_of_a_users_model(name, user_model, user_da
         assert acc(unlearned, x[f], y[f]) <= max_forget, (name, acc(unlearned, x[f], y[f]))
     assert acc(unlearned, x[~f], y[~f]) >= acc(user_model, x[~f], y[~f]) - max_drop, name
     assert record["forget_size"] == int(f.sum())
+
+
+def test_deepobliviate_on_a_users_model_block_trained_by_obliviate(user_data, tmp_path):
+    """Your own class gets DeepObliviate once obliviate block-trains it (``train(net=...)``): deleting samples of
+    the last block retrains that one block, gives your class back, and equals exact retraining without them."""
+    cfg = TrainConfig(blocks=6, epochs_per_block=3, lr=0.05, batch_size=64, seed=0)
+    res = obliviate.train(user_data, cfg, out=tmp_path / "run", net=UserNet())
+    assert type(res.model) is UserNet and res.record["accuracy"]["test"] > 0.85
+    ids_by_pos, blocks = load_block_assignment(tmp_path / "run")
+    ids = ids_by_pos[blocks == 5][:3].tolist()  # block 6 of 6
+    params = {"epsilon": 0.0, "bn_samples": 128, "check_samples": 128}
+    model, record = obliviate.unlearn(res.model, user_data, ForgetRequest.for_ids(ids), method="deepobliviate",
+                                      params=params, run_path=tmp_path / "run")
+    assert type(model) is UserNet and record["info"]["retrained_blocks"] == [6]
+    assert record["info"]["cost"]["steps"] * 4 < record["info"]["cost"]["retrain_steps"]
+    exact = obliviate.train(user_data, cfg, net=UserNet(), exclude_ids=ids).model
+    for (k, a), b in zip(model.state_dict().items(), exact.state_dict().values()):
+        assert torch.equal(a, b), k
+    # the saved path: reload with your class, forget into a run with a certificate that verifies
+    ck = obliviate.load_checkpoint(tmp_path / "run", data=user_data, model_class=UserNet)
+    _, record = obliviate.forget(ck, ForgetRequest.for_ids(ids), "deepobliviate", params=params, out=tmp_path / "u")
+    assert record["verdict"]["forgotten"], record["verdict"]
+    assert obliviate.verify(tmp_path / "u").ok
+
+
+def test_train_net_refuses_a_zoo_model_and_a_second_builder(user_data):
+    with pytest.raises(ObliviateError, match="for your own model"):
+        obliviate.train(user_data, TrainConfig(), net=obliviate.build_model("mlp", input_shape=(64,), num_classes=10))
+    with pytest.raises(ObliviateError, match="not both"):
+        obliviate.train(user_data, TrainConfig(), net=UserNet(), build=UserNet)
 
 
 # ---------------------------------------------------------------- your own data
@@ -321,6 +354,27 @@ def test_import_forget_verify_and_load_back_from_the_command_line(user_project):
         assert all(torch.equal(a, b) for a, b in zip(served.state_dict().values(), plain.state_dict().values()))
         assert acc(served, x[y == 3], y[y == 3]) <= 0.05 and acc(served, x[y == 0], y[y == 0]) >= 0.95
     assert acc(served, x[y == 5], y[y == 5]) == 0.0  # f35: both classes out, the retrain kept class 3 out too
+
+
+def test_block_train_your_model_and_delete_samples_with_deepobliviate_from_the_command_line(user_project):
+    folder, nets = user_project
+    train = ("train", "--model-class", "cli_user_nets:Net", "--model-arg", "hidden=32", "--dataset", "arrays",
+             "--data-root", "data.npz", "--blocks", "4", "--epochs-per-block", "3", "--lr", "0.05",
+             "--batch-size", "64", "--val-fraction", "0", "--out", "blocks")
+    r = _cli(*train[:-2], "--model-arg", "width=3", "--out", "bad")  # the user's constructor refuses it
+    assert r.exit_code == 2 and "building it with" in r.output and not (folder / "bad").exists(), r.output
+    r = _cli(*train)
+    assert r.exit_code == 0 and "--model-class cli_user_nets:Net" in r.output, r.output
+    ids, blocks = load_block_assignment(folder / "blocks")
+    (folder / "ids.txt").write_text("\n".join(str(i) for i in ids[blocks == 3][:3]))
+    r = _cli("forget", "--checkpoint", "blocks", "--model-class", "cli_user_nets:Net", "--method", "deepobliviate",
+             "--forget-ids", "ids.txt", "--param", "bn_samples=128", "--param", "check_samples=128", "--out", "gone")
+    assert r.exit_code == 0 and "forgotten: yes" in r.output, r.output
+    record = json.loads((folder / "gone" / "run.json").read_text())
+    assert record["info"]["retrained_blocks"] == [4] and record["method"] == "deepobliviate"
+    assert _cli("verify", "gone", "--evidence", "--model-class", "cli_user_nets:Net").exit_code == 0
+    r = _cli("train", "--model-arg", "hidden=32", "--dataset", "digits", "--out", "zoo")
+    assert r.exit_code == 2 and "--model-arg needs --model-class" in r.output
 
 
 @pytest.mark.parametrize("change, message", [

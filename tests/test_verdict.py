@@ -57,6 +57,29 @@ def test_sample_requests_need_unseen_level_accuracy_and_a_blind_attack():
     assert v["forgotten"] and [c["passed"] for c in v["checks"]] == [True, None]
 
 
+def test_a_few_deleted_samples_are_judged_by_a_binomial_test_not_a_fixed_band():
+    """3 easy samples all right is what a model that never saw them does 73 % of the time at 0.9 unseen
+    accuracy: not a failed deletion. 50 of 50 right happens 0.5 % of the time: memorised."""
+    few = judge(_evidence([{**_ids(1.0, "3 ids"), "size": 3}], unseen=0.9, mia=None), [False], RULE)
+    assert few["forgotten"] and few["checks"][0]["p"] == pytest.approx(0.9 ** 3)
+    many = judge(_evidence([{**_ids(1.0), "size": 50}], unseen=0.9), [False], RULE)
+    assert not many["forgotten"] and many["checks"][0]["p"] == pytest.approx(0.9 ** 50)
+    # evidence recorded before sizes were (no "size"): the fixed band, as it was judged then
+    assert not judge(_evidence([_ids(1.0, "3 ids")], unseen=0.9, mia=None), [False], RULE)["forgotten"]
+
+
+def test_retraining_without_three_samples_is_forgotten(digits_run):
+    """Exact deletion of a few samples must not exit 3: the deleted samples' accuracy alone cannot show memory.
+    (No band: the retrained model gets all 3 right, above its 0.99 unseen accuracy; only the test lets it pass.)"""
+    ids = [int(i) for i in obliviate.load_checkpoint(digits_run.run.path).data.train.ids[:3]]
+    _, record = obliviate.forget(digits_run.run.path, obliviate.ForgetRequest.for_ids(ids), "retrain", device="cpu",
+                                 rule=VerdictRule(acc_band=0.0))
+    assert record["evidence"]["per_request"][0]["forget_acc"] > record["evidence"]["retained_test_acc"]
+    check = record["verdict"]["checks"][0]
+    assert record["evidence"]["per_request"][0]["size"] == 3 and check["passed"], check
+    assert record["verdict"]["forgotten"], record["verdict"]
+
+
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
 def test_a_bound_outside_0_1_is_a_user_error(bad):
     with pytest.raises(ObliviateError, match=r"in \[0, 1\]"):

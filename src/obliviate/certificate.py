@@ -72,8 +72,9 @@ def measure_evidence(model: torch.nn.Module, data: DataBundle, requests: list[Fo
     model = model.eval()
     per_request = []
     for r, s in zip(requests, sets):
-        per_request.append({"request": r.describe(),
-                            "forget_acc": _num(accuracy(model, train.subset(np.flatnonzero(s.mask(train))))),
+        deleted = np.flatnonzero(s.mask(train))
+        per_request.append({"request": r.describe(), "size": int(len(deleted)),
+                            "forget_acc": _num(accuracy(model, train.subset(deleted))),
                             "test_forget_acc": _num(accuracy(model, _test_part(data, r.classes, True)))
                             if r.classes else None})
     return {

@@ -55,7 +55,7 @@ def load_user_class(text: str | None):
     return obj
 
 
-def _model_args(items: list[str] | None) -> dict:
+def parse_model_args(items: list[str] | None) -> dict:
     """``--model-arg hidden=64`` → {"hidden": 64}: values parse as JSON (numbers, true, lists), else stay text."""
     out = {}
     for k, v in key_values(items, "--model-arg").items():
@@ -105,7 +105,7 @@ def import_command(
     cfg = _recipe(epochs, lr, batch_size, optimizer, schedule, weight_decay, seed)
     check_output_dir(out, force)  # before the import runs the user's code
     cls = load_user_class(model_class)
-    args = _model_args(model_arg)
+    args = parse_model_args(model_arg)
     net = build_user_model(cls, args, read_state_dict(weights), str(weights))
     data = load_data(DataSpec(dataset, root=resolve_root(data_root), val_fraction=val_fraction))
     ck = api.import_model(net, data, out, train_config=cfg, weights_file=weights, model_args=args, device=device,

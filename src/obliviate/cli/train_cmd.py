@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.table import Table
@@ -16,6 +16,7 @@ from ..errors import ObliviateError
 from ..models import MODELS
 from ..training import TrainConfig, check_output_dir, train
 from .app import app, cli_command, console, one_line, path_option
+from .import_cmd import MODEL_CLASS_HELP, load_user_class, parse_model_args
 
 _CFG = TrainConfig()  # the single source of training defaults: each option below shows TrainConfig's
 _VAL_FRACTION = next(f.default for f in dataclasses.fields(DataSpec) if f.name == "val_fraction")
@@ -34,6 +35,10 @@ def train_command(
     out: Path = typer.Option(..., "--out", help="run directory to write (model.pt, run.json, snapshots/)",
                              parser=path_option),
     model: str = typer.Option(_CFG.model, "--model", help="model name (see `obliviate models`)"),
+    model_class: Optional[str] = typer.Option(None, "--model-class", help="train your own model instead of "
+                                              "--model (e.g. with --blocks, for DeepObliviate): " + MODEL_CLASS_HELP),
+    model_arg: Optional[List[str]] = typer.Option(None, "--model-arg", help="with --model-class: constructor "
+                                                  "argument key=value"),
     epochs: int = typer.Option(_CFG.epochs, "--epochs", help="epochs of plain training"),
     seed: int = typer.Option(_CFG.seed, "--seed"),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="file or folder for data sets that need one"),
@@ -78,6 +83,7 @@ def train_command(
     cfg.validate()  # every option against its declared range, before loading anything
     check_backdoor_options(plant_backdoor, backdoor_target, backdoor_block)
     check_output_dir(out, force)  # before loading data and training: a bad --out must not cost the run
+    net, args = _users_net(model_class, model_arg)
     bundle = load_data(spec)
     extra = {}
     if plant_backdoor is not None:
@@ -85,11 +91,29 @@ def train_command(
         bundle = poisoned(bundle, plan)
         extra = {"pinned_blocks": plan.pinned_blocks(), "extra_record": {"backdoor": plan.record()},
                  "extra_files": {IDS_FILE: plan.ids_text()}}
-    result = train(bundle, cfg, out, device=device, overwrite=force, **extra)
-    console.print(f"[green]trained[/] {model} on {dataset} → {one_line(out)}", highlight=False)
+    result = train(bundle, cfg, out, device=device, overwrite=force, net=net, model_args=args, **extra)
+    console.print(f"[green]trained[/] {one_line(model_class) if net is not None else model} on {dataset} → "
+                  f"{one_line(out)}", highlight=False)
+    if net is not None:
+        console.print(f"forget from it with --checkpoint {one_line(out)} --model-class {one_line(model_class)}",
+                      highlight=False)
     console.print(_accuracy_line(result.record))
     if plant_backdoor is not None:
         console.print(_backdoor_line(result.record["backdoor"], out), highlight=False, soft_wrap=True)
+
+
+def _users_net(model_class: str | None, model_arg: list[str] | None):
+    """(the user's freshly built model, its constructor arguments), or (None, None) for a zoo --model."""
+    if model_class is None:
+        if model_arg:
+            raise ObliviateError("--model-arg needs --model-class")
+        return None, None
+    cls, args = load_user_class(model_class), parse_model_args(model_arg)
+    try:
+        return cls(**args), args
+    except Exception as exc:  # the user's constructor: theirs to see, in one line
+        raise ObliviateError(f"--model-class {model_class}: building it with {args} failed: "
+                             f"{type(exc).__name__}: {exc}") from None
 
 
 def check_backdoor_options(n: int | None, target: int | None, block: int | None) -> None:

@@ -43,7 +43,8 @@ def val_scores(model, bundle: DataBundle, request: ForgetRequest) -> dict:
     scores = {"forget_acc": accuracy(model, split.forget(bundle.train)),
               "val_forget_acc": accuracy(model, val_forget) if val_forget is not None and len(val_forget) else None,
               "val_retain_acc": accuracy(model, val_retain)}
-    evidence = {"per_request": [{"request": request.describe(), "forget_acc": scores["forget_acc"],
+    evidence = {"per_request": [{"request": request.describe(), "size": len(split.forget_pos),
+                                 "forget_acc": scores["forget_acc"],
                                  "test_forget_acc": scores["val_forget_acc"]}],
                 "retained_test_acc": scores["val_retain_acc"], "mia_loss_lr": None, "loss_gap": None}
     scores["passes"] = judge(evidence, [bool(request.classes)], VerdictRule().resolve(bundle.num_classes))["forgotten"]

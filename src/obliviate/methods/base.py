@@ -304,10 +304,11 @@ def unlearn(model: torch.nn.Module, data, request: ForgetRequest, method: str = 
     if root_model is not None:
         root_model, _ = adopt(root_model, data, **model_options)
     _check_fits(m, model, data, request)
-    if SNAPSHOTS in m.needs and isinstance(model, ForeignClassifier):
-        raise ObliviateError(f"{m.name} rebuilds from the snapshots of obliviate's block-incremental training "
-                             "(obliviate train --blocks); a model trained outside obliviate has none: use another "
-                             "method (obliviate methods lists them)")
+    if SNAPSHOTS in m.needs and isinstance(model, ForeignClassifier) and run_path is None:
+        raise ObliviateError(f"{m.name} rebuilds from the snapshots of obliviate's block-incremental training; "
+                             "a model trained outside obliviate has none: block-train yours with "
+                             "obliviate.train(data, TrainConfig(blocks=B), out=..., model=YourNet()) (CLI: "
+                             "obliviate train --model-class ... --blocks B), or use another method")
     forgotten = forgotten if forgotten is not None else getattr(model, FORGOTTEN_ATTR, None) or Forgotten()
     split: ForgetSplit = request.resolve(data.train, data.num_classes, forgotten)
     dev = pick_device(device)

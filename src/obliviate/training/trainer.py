@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -29,7 +29,7 @@ from ..errors import CheckpointError, ObliviateError
 from ..finite import require_finite
 from ..io import config_hash
 from ..models import MODELS, Classifier, model_for
-from ..models.foreign import FOREIGN_PREFIX
+from ..models.foreign import FOREIGN_PREFIX, ForeignClassifier, adopt
 from ..params import OPTIMIZERS, SCHEDULES, SEED_MAX, check_fields, param
 from .accuracy import accuracy
 from .checkpoint import (  # noqa: F401  (methods import the run-folder readers from here)
@@ -117,7 +117,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    model: Classifier
+    model: Classifier | torch.nn.Module  # the user's own class when ``train`` was given ``net``
     record: dict
     run: RunDir | None = None
 
@@ -189,8 +189,14 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
           device: str | torch.device | None = None, exclude_ids=None, overwrite: bool = False,
           max_steps: int | None = None, kind: str = "train", extra_record: dict | None = None,
           pinned_blocks: dict[int, int] | None = None, extra_files: dict[str, str] | None = None,
-          build: Callable[[], Classifier] | None = None) -> TrainResult:
+          build: Callable[[], Classifier] | None = None, net: torch.nn.Module | None = None,
+          model_args: dict | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``bundle`` (minus ``exclude_ids``: retraining) and, with ``out``, save a run.
+
+    ``net``: your own classifier instead of a zoo model (``bundle`` may then be tensors or Datasets too),
+    trained from a fresh initialisation seeded by ``cfg.seed``; ``model_args`` are the keyword arguments it
+    was built with (recorded, so ``load_checkpoint(out, model_class=...)`` rebuilds it). This is how a
+    model of yours gets the block snapshots DeepObliviate needs; the result's ``model`` is your class.
 
     ``max_steps`` stops early without finishing the run (what a crash leaves behind; used by tests of
     resume). Re-calling with the same ``out`` and config resumes from the last snapshot; the record's
@@ -200,6 +206,8 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
     (after seeding) instead of the registry: retraining a user's own architecture.
     """
     cfg = cfg or TrainConfig()
+    if net is not None:
+        bundle, cfg, build = _users_model(net, bundle, cfg, model_args, build)
     cfg.validate()
     device = pick_device(device)
     out_path = check_output_dir(out, overwrite) if out is not None else None
@@ -247,7 +255,18 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
         **(extra_record or {}),
     }
     run = finish_run(out_path, model, record, extra_files) if out_path is not None else None
-    return TrainResult(model, record, run)
+    return TrainResult(model.unwrap() if net is not None else model, record, run)
+
+
+def _users_model(net: torch.nn.Module, data, cfg: TrainConfig, args: dict | None, build) -> tuple:
+    """(bundle, cfg naming the user's model, how to build it fresh) for ``train(net=...)``."""
+    if build is not None:
+        raise ObliviateError("train: pass net (your model) or build, not both")
+    wrapped, bundle = adopt(net, data, args=args)
+    if not isinstance(wrapped, ForeignClassifier):
+        raise ObliviateError(f"train(net=...) is for your own model; for obliviate's {wrapped.spec.name!r} set "
+                             "TrainConfig(model=...) instead")
+    return bundle, replace(cfg, model=wrapped.spec.name), wrapped.fresh
 
 
 def _train_blocks(model, optimizer, train_dev: ArrayData, blocks: np.ndarray, cfg: TrainConfig, augment: str,
