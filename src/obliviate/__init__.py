@@ -13,6 +13,8 @@ Your own model and data: any classifier ``nn.Module`` and tensors (or Datasets);
 
     net2, record = obliviate.unlearn(net, (x_train, y_train, x_test, y_test), obliviate.ForgetRequest.for_ids(rows),
                                      method="salun")
+    run = obliviate.train((x_train, y_train, x_test, y_test), obliviate.TrainConfig(blocks=20), out="runs/b",
+                          net=Net())  # block-trained by obliviate: DeepObliviate can then delete from it
 """
 from .api import Checkpoint, forget, import_model, load_checkpoint
 from .certificate import VerifyResult, history, verify

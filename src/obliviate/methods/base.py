@@ -307,7 +307,7 @@ def unlearn(model: torch.nn.Module, data, request: ForgetRequest, method: str = 
     if SNAPSHOTS in m.needs and isinstance(model, ForeignClassifier) and run_path is None:
         raise ObliviateError(f"{m.name} rebuilds from the snapshots of obliviate's block-incremental training; "
                              "a model trained outside obliviate has none: block-train yours with "
-                             "obliviate.train(data, TrainConfig(blocks=B), out=..., model=YourNet()) (CLI: "
+                             "obliviate.train(data, TrainConfig(blocks=B), out=..., net=YourNet()) (CLI: "
                              "obliviate train --model-class ... --blocks B), or use another method")
     forgotten = forgotten if forgotten is not None else getattr(model, FORGOTTEN_ATTR, None) or Forgotten()
     split: ForgetSplit = request.resolve(data.train, data.num_classes, forgotten)
