@@ -376,6 +376,11 @@ def test_block_train_your_model_and_delete_samples_with_deepobliviate_from_the_c
     assert _cli("verify", "gone", "--evidence", "--model-class", "cli_user_nets:Net").exit_code == 0
     r = _cli("train", "--model-arg", "hidden=32", "--dataset", "digits", "--out", "zoo")
     assert r.exit_code == 2 and "--model-arg needs --model-class" in r.output
+    assert _cli(*IMPORT, "--out", "served").exit_code == 0  # imported: no blocks, and the way to get them
+    r = _cli("forget", "--checkpoint", "served", "--model-class", "cli_user_nets:Net", "--method", "deepobliviate",
+             "--forget-ids", "ids.txt", "--out", "nope")
+    assert r.exit_code == 2 and "obliviate train --model-class cli_user_nets:Net ... --blocks B" in r.output, r.output
+    assert not (folder / "nope").exists()
 
 
 @pytest.mark.parametrize("change, message", [

@@ -44,6 +44,7 @@ import torch
 
 from ..errors import CheckpointError, ObliviateError
 from ..models import Classifier
+from ..models.foreign import FOREIGN_PREFIX
 from ..params import param
 from ..training.accuracy import accuracy
 from ..training.checkpoint import Snapshots
@@ -234,10 +235,13 @@ class _Snapshots:
         except CheckpointError as exc:
             if source.has_blocks():
                 raise  # there but unreadable: say it is corrupt, not that it is missing
+            name = ctx.model.spec.name
+            yours = f" --model-class {name[len(FOREIGN_PREFIX):]}" if name.startswith(FOREIGN_PREFIX) else ""
             raise ObliviateError(
                 f"deepobliviate needs a block-incrementally trained run, and {source} has no block snapshots: "
-                "retrain it with `obliviate train ... --blocks B --epochs-per-block E` (plain training, even with "
-                "step snapshots, re-reads every sample every epoch, so no suffix of it is free of the deleted samples)"
+                f"retrain it with `obliviate train{yours} ... --blocks B --epochs-per-block E` (plain training, even "
+                "with step snapshots, re-reads every sample every epoch, so no suffix of it is free of the deleted "
+                "samples)"
             ) from exc
         cfg = _config(ctx, source)
         order = np.argsort(ids)
