@@ -12,7 +12,7 @@ import obliviate
 from obliviate.certificate import CERT_FILE, _self_hash
 from obliviate.cli.main import app
 from obliviate.errors import ObliviateError
-from obliviate.verdict import EXIT_NOT_FORGOTTEN, VerdictRule, judge
+from obliviate.verdict import EXIT_NOT_FORGOTTEN, VerdictRule, judge, summary
 
 runner = CliRunner()
 
@@ -62,6 +62,7 @@ def test_a_few_deleted_samples_are_judged_by_a_binomial_test_not_a_fixed_band():
     accuracy: not a failed deletion. 50 of 50 right happens 0.5 % of the time: memorised."""
     few = judge(_evidence([{**_ids(1.0, "3 ids"), "size": 3}], unseen=0.9, mia=None), [False], RULE)
     assert few["forgotten"] and few["checks"][0]["p"] == pytest.approx(0.9 ** 3)
+    assert "weak evidence: 3 samples" in summary(few)  # passed on the test alone: the terminal says how little it shows
     many = judge(_evidence([{**_ids(1.0), "size": 50}], unseen=0.9), [False], RULE)
     assert not many["forgotten"] and many["checks"][0]["p"] == pytest.approx(0.9 ** 50)
     # evidence recorded before sizes were (no "size"): the fixed band, as it was judged then

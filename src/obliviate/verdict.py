@@ -83,7 +83,8 @@ def _sample_accuracy_check(name: str, r: dict, unseen: float | None, band: float
     check = _check(f"{name}: accuracy on the deleted samples ({n})", r["forget_acc"],
                    f"<= {unseen:.4f} (unseen samples) + {band:g}, or P(>= {k}/{n} right at unseen accuracy) "
                    f">= {alpha:g}", lambda v: v <= unseen + band or p >= alpha)
-    return {**check, "p": p}
+    weak = check["passed"] and check["value"] > unseen + band  # passed only because n is too small to tell
+    return {**check, "p": p, **({"weak": f"{n} samples: too few for accuracy to tell"} if weak else {})}
 
 
 def judge(evidence: dict, class_requests: list[bool], rule: dict) -> dict:
@@ -117,6 +118,9 @@ def summary(verdict: dict) -> str:
     if verdict["forgotten"]:
         n = sum(c["passed"] is True for c in verdict["checks"])
         skipped = [c["check"] for c in verdict["checks"] if c["passed"] is None]
-        return f"forgotten: yes ({n} checks passed" + (f"; not measured: {'; '.join(skipped)}" if skipped else "") + ")"
+        weak = [c["weak"] for c in verdict["checks"] if c.get("weak")]
+        hint = f"; weak evidence: {'; '.join(weak)} (evaluate --per-example-mia K tests them)" if weak else ""
+        return (f"forgotten: yes ({n} checks passed" + (f"; not measured: {'; '.join(skipped)}" if skipped else "")
+                + hint + ")")
     failed = [f"{c['check']} {c['value']:.4f}, needs {c['bound']}" for c in verdict["checks"] if c["passed"] is False]
     return "forgotten: NO (" + ("; ".join(failed) or "nothing could be measured") + ")"
