@@ -243,6 +243,15 @@ def _check_fits(m: Method, model: Classifier, data: DataBundle, request: ForgetR
                              f"but data set {data.name!r} has {data.input_shape} with {data.num_classes}")
 
 
+def _check_snapshots(m: Method, model: Classifier, run_path) -> None:
+    """A user's model has block snapshots only when obliviate block-trained it: say how to get them."""
+    if SNAPSHOTS in m.needs and isinstance(model, ForeignClassifier) and run_path is None:
+        raise ObliviateError(f"{m.name} rebuilds from the snapshots of obliviate's block-incremental training; "
+                             "a model trained outside obliviate has none: block-train yours with "
+                             "obliviate.train(data, TrainConfig(blocks=B), out=..., net=YourNet()) (CLI: "
+                             "obliviate train --model-class ... --blocks B), or use another method")
+
+
 def _available(m: Method, needs: frozenset, data: DataBundle, split: ForgetSplit, forget_pos: np.ndarray,
                dev: torch.device, run_path: str | Path | None) -> dict[str, Any]:
     """Exactly the data kinds the method declared, on ``dev``; nothing else is built."""
@@ -304,11 +313,7 @@ def unlearn(model: torch.nn.Module, data, request: ForgetRequest, method: str = 
     if root_model is not None:
         root_model, _ = adopt(root_model, data, **model_options)
     _check_fits(m, model, data, request)
-    if SNAPSHOTS in m.needs and isinstance(model, ForeignClassifier) and run_path is None:
-        raise ObliviateError(f"{m.name} rebuilds from the snapshots of obliviate's block-incremental training; "
-                             "a model trained outside obliviate has none: block-train yours with "
-                             "obliviate.train(data, TrainConfig(blocks=B), out=..., net=YourNet()) (CLI: "
-                             "obliviate train --model-class ... --blocks B), or use another method")
+    _check_snapshots(m, model, run_path)
     forgotten = forgotten if forgotten is not None else getattr(model, FORGOTTEN_ATTR, None) or Forgotten()
     split: ForgetSplit = request.resolve(data.train, data.num_classes, forgotten)
     dev = pick_device(device)

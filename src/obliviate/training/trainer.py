@@ -213,13 +213,7 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
     out_path = check_output_dir(out, overwrite) if out is not None else None
     fresh = out_path if out_path is not None and not out_path.exists() else None  # ours to remove on divergence
     full_train = bundle.train
-    train_data = full_train
-    keep = None
-    if exclude_ids is not None and len(exclude_ids):
-        keep = ~torch.isin(full_train.ids, torch.as_tensor(np.asarray(exclude_ids), dtype=torch.long))
-        train_data = full_train.subset(torch.nonzero(keep).flatten())
-        if len(train_data) == 0:
-            raise ObliviateError("excluding the requested ids leaves no training data")
+    train_data, keep = _excluding(full_train, exclude_ids)
     n_excluded = len(full_train) - len(train_data)
     key = config_hash({"cfg": cfg.to_dict(), "data": bundle.source_hash, "spec": bundle.spec,
                        "excluded": sorted(map(int, exclude_ids)) if n_excluded else [],
@@ -256,6 +250,17 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
     }
     run = finish_run(out_path, model, record, extra_files) if out_path is not None else None
     return TrainResult(model.unwrap() if net is not None else model, record, run)
+
+
+def _excluding(train: ArrayData, exclude_ids) -> tuple[ArrayData, torch.Tensor | None]:
+    """(the training set without ``exclude_ids``, the mask of rows kept; None when nothing is excluded)."""
+    if exclude_ids is None or not len(exclude_ids):
+        return train, None
+    keep = ~torch.isin(train.ids, torch.as_tensor(np.asarray(exclude_ids), dtype=torch.long))
+    kept = train.subset(torch.nonzero(keep).flatten())
+    if len(kept) == 0:
+        raise ObliviateError("excluding the requested ids leaves no training data")
+    return kept, keep
 
 
 def _users_model(net: torch.nn.Module, data, cfg: TrainConfig, args: dict | None, build) -> tuple:
