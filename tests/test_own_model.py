@@ -22,7 +22,7 @@ from obliviate import ForgetRequest, TrainConfig
 from obliviate.errors import ObliviateError
 from obliviate.methods import METHODS, get_method, load_all
 from obliviate.methods.base import SNAPSHOTS
-from obliviate.training import load_block_assignment
+from obliviate.training import load_block_assignment, load_block_snapshot
 
 load_all()
 FORGET = 3
@@ -150,6 +150,28 @@ def test_deepobliviate_on_a_users_model_block_trained_by_obliviate(user_data, tm
     _, record = obliviate.forget(ck, ForgetRequest.for_ids(ids), "deepobliviate", params=params, out=tmp_path / "u")
     assert record["verdict"]["forgotten"], record["verdict"]
     assert obliviate.verify(tmp_path / "u").ok
+
+
+class ZeroHead(UserNet):
+    """Its own initialisation (a zeroed head) and a bare parameter: no ``reset_parameters`` re-creates either."""
+
+    def __init__(self, hidden: int = 64):
+        super().__init__(hidden)
+        nn.init.zeros_(self.out.weight)
+        self.shift = nn.Parameter(torch.ones(hidden))
+
+    def forward(self, x):
+        return self.out(self.body(x.flatten(1)) + self.shift)
+
+
+def test_train_net_starts_from_the_users_constructor_and_records_its_arguments(user_data, tmp_path):
+    run = obliviate.train(user_data, TrainConfig(blocks=2, lr=0.05, batch_size=64), out=tmp_path / "z",
+                          net=ZeroHead(hidden=32), model_args={"hidden": 32})
+    theta_0 = load_block_snapshot(tmp_path / "z", 0)["model"]
+    assert not theta_0["net.out.weight"].any() and bool((theta_0["net.shift"] == 1.0).all())  # ZeroHead's own start
+    assert type(run.model) is ZeroHead and run.record["model"]["options"]["args"] == {"hidden": 32}
+    with pytest.raises(ObliviateError, match=r"ZeroHead\(\*\*\{\}\) builds another model than net"):
+        obliviate.train(user_data, TrainConfig(blocks=2), net=ZeroHead(hidden=32))  # args forgotten: refused first
 
 
 def test_train_net_refuses_a_zoo_model_and_a_second_builder(user_data):
@@ -283,6 +305,16 @@ class Net(nn.Module):
 
     def forward(self, x):
         return self.out(self.body(x.flatten(1)))
+
+
+class Conv(nn.Module):  # expects 1x8x8 images: fails on the rows of 64 in data.npz
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.out = nn.Linear(144, 10)
+
+    def forward(self, x):
+        return self.out(self.conv(x).flatten(1))
 '''
 
 
@@ -376,6 +408,11 @@ def test_block_train_your_model_and_delete_samples_with_deepobliviate_from_the_c
     assert _cli("verify", "gone", "--evidence", "--model-class", "cli_user_nets:Net").exit_code == 0
     r = _cli("train", "--model-arg", "hidden=32", "--dataset", "digits", "--out", "zoo")
     assert r.exit_code == 2 and "--model-arg needs --model-class" in r.output
+    r = _cli(*train[:-2], "--model", "resnet8", "--out", "both")
+    assert r.exit_code == 2 and "choose one" in r.output and not (folder / "both").exists()
+    r = _cli("train", "--model-class", "cli_user_nets:Conv", *train[5:-2], "--out", "conv")  # its forward fails
+    assert r.exit_code == 2 and "fails on a batch of 2 inputs shaped like the data (64,)" in " ".join(r.output.split())
+    assert not (folder / "conv").exists()
     assert _cli(*IMPORT, "--out", "served").exit_code == 0  # imported: no blocks, and the way to get them
     r = _cli("forget", "--checkpoint", "served", "--model-class", "cli_user_nets:Net", "--method", "deepobliviate",
              "--forget-ids", "ids.txt", "--out", "nope")

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from .backdoor_runs import replant
-from .certificate import CERT_FILE, build_certificate, measure_evidence, write_certificate
+from .certificate import CERT_FILE, build_certificate, by_construction, measure_evidence, write_certificate
 from .data import DataBundle, DataSpec, ForgetRequest, load_data
 from .data.user import as_bundle
 from .env import now_iso, pick_device, versions
@@ -115,7 +115,7 @@ def forget(checkpoint: str | Path | Checkpoint, request: ForgetRequest, method: 
               "config": ck.train_config.to_dict() if ck.train_config is not None else None,
               "versions": versions(), "finished": now_iso(), **record, "lineage": lineage}
     requests = [ForgetRequest.from_dict(r["request"]) for r in lineage["requests"]]
-    evidence = measure_evidence(model, ck.data, requests, seed=0)
+    evidence = measure_evidence(model, ck.data, requests, seed=0, trained_without=by_construction(record))
     verdict = judge(evidence, [bool(r.classes) for r in requests], (rule or VerdictRule()).resolve(ck.data.num_classes))
     if out_path is not None:
         finish_run(out_path, model, record)

@@ -25,7 +25,7 @@ from .env import pick_device
 from .errors import CheckpointError, ObliviateError
 from .io import file_sha256, read_regular, to_json, write_json
 from .lineage import IDS_FILE, INLINE_IDS, locate
-from .methods.base import SNAPSHOTS
+from .methods.base import SNAPSHOTS, TRAINED_WITHOUT
 from .metrics.accuracy import accuracy
 from .metrics.mia import mia_loss_lr
 from .metrics.outputs import per_sample_loss
@@ -53,7 +53,13 @@ def _test_part(data: DataBundle, classes, inside: bool):
     return data.test.subset(torch.as_tensor(pos, dtype=torch.long)) if len(pos) else None
 
 
-def measure_evidence(model: torch.nn.Module, data: DataBundle, requests: list[ForgetRequest], seed: int = 0) -> dict:
+def by_construction(record: dict) -> bool:
+    """Whether the run's method trained its model from scratch without every forgotten sample (its record says)."""
+    return bool((record.get("info") or {}).get(TRAINED_WITHOUT))
+
+
+def measure_evidence(model: torch.nn.Module, data: DataBundle, requests: list[ForgetRequest], seed: int = 0,
+                     trained_without: bool = False) -> dict:
     """Evidence of the last of ``requests`` (applied after the others), on training and held-out data.
 
     Needs no retrained model: accuracy on everything forgotten so far and on the test samples of the
@@ -86,7 +92,7 @@ def measure_evidence(model: torch.nn.Module, data: DataBundle, requests: list[Fo
         "mia_loss_lr": _num(mia_loss_lr(model, new.forget(train), unseen, seed=seed))
         if min(len(new.forget_pos), len(unseen) if unseen is not None else 0) >= MIA_MIN else None,
         "loss_gap": _loss_gap(model, new.forget(train), unseen),
-        "per_request": per_request, "seed": seed,
+        "per_request": per_request, "seed": seed, "by_construction": bool(trained_without),
     }
 
 
@@ -314,7 +320,8 @@ def _verify_evidence(res: VerifyResult, run: Path, cert: dict, device: str | Non
     record = open_run(run).record
     requests = [ForgetRequest.from_dict(r["request"]) for r in record["lineage"]["requests"]]
     model = open_run(run).load_model(pick_device(device), model_class)
-    now = measure_evidence(model, data, requests, seed=cert["evidence"].get("seed", 0))
+    now = measure_evidence(model, data, requests, seed=cert["evidence"].get("seed", 0),
+                           trained_without=by_construction(record))
     for key, then, value in _differences(cert["evidence"], now):
         res.fail(f"{run}: evidence {key} is {value} now, the certificate says {then}")
     res.checked.append(f"evidence of {run}")

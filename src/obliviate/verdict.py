@@ -8,17 +8,21 @@ answer and is written next to it, so anyone can re-check the answer from the evi
   class at most ``max_forget_acc`` (default 1/num_classes: chance level, what a model that never saw the
   class would not exceed by much on a class it cannot name).
 * sample request (ids, fraction): accuracy on the deleted samples at most ``acc_band`` above the accuracy
-  on unseen test samples of the retained classes — or, for a request of few samples, not significantly
-  above it (one-sided binomial test at ``ALPHA``): a model retrained without 3 easy samples gets all 3 right
-  with probability 0.9³ = 0.73 when unseen accuracy is 0.9, and that must not read as "not forgotten".
-  Accuracy on so few samples is weak evidence either way; the per-example attack
-  (``evaluate --per-example-mia K``) is the test for them. And, for the newest request, the loss attack at most
+  on unseen test samples of the retained classes, or not significantly above it (one-sided binomial test
+  at ``ALPHA``): a model retrained without 3 easy samples gets all 3 right with probability 0.9³ = 0.73 when
+  unseen accuracy is 0.9, and that is no failed deletion. Where even n of n right would not be significant
+  (3 samples at 0.9: 0.73 ≥ 0.01) accuracy cannot tell anything, and the check is *not measured*, not
+  passed. And, for the newest request, the loss attack at most
   ``mia_band`` above 0.5 (cannot tell them from unseen samples) unless the deleted samples fit *worse* than
   unseen ones (``loss_gap`` <= 0). One-sided on purpose: a model retrained without mislabelled or poisoned
   samples gets them wrong and the attack tells them apart by their high loss; that is no failed deletion.
+* any request: a model trained from scratch without every deleted sample (``by_construction`` in the
+  evidence: retrain, fast-retrain, DeepObliviate when it retrained to the end) passes a check of its own.
 
 Every request of the lineage is judged ("still forgotten"); a check the evidence could not measure
-(a loss attack on fewer than 20 samples a side) is listed as not measured and does not decide.
+(a loss attack on fewer than 20 samples a side) is listed as not measured and does not decide. With
+nothing measured the answer is not "yes": ``forgotten`` is false and the line says NOT SHOWN (a few
+samples deleted by an approximate method: the per-example attack or an exact method can show it).
 """
 from __future__ import annotations
 
@@ -56,9 +60,10 @@ class VerdictRule:
         source = "given" if self.max_forget_acc is not None else f"1/num_classes ({num_classes} classes)"
         text = (f"class request: forget accuracy on the deleted training samples and on held-out samples of "
                 f"the class <= {bound:.4g} ({source}); sample request: forget accuracy <= accuracy on unseen "
-                f"samples of the retained classes + {self.acc_band:g} (or, for few samples, not above it by a "
-                f"one-sided binomial test at p < {ALPHA:g}), and loss attack <= {0.5 + self.mia_band:g} "
-                f"unless the deleted samples have a higher mean loss than unseen ones")
+                f"samples of the retained classes + {self.acc_band:g} or not above it by a one-sided binomial "
+                f"test at p < {ALPHA:g} (too few samples for the test: not measured), and loss attack <= "
+                f"{0.5 + self.mia_band:g} unless the deleted samples have a higher mean loss than unseen ones; "
+                f"a model trained from scratch without every deleted sample passes by construction")
         return {"max_forget_acc": bound, "max_forget_acc_from": source, "acc_band": self.acc_band,
                 "mia_band": self.mia_band, "alpha": ALPHA, "text": text}
 
@@ -69,22 +74,34 @@ def _check(what: str, value, bound: str, passed) -> dict:
             "passed": bool(passed(value)) if measured else None}
 
 
-def _sample_accuracy_check(name: str, r: dict, unseen: float | None, band: float, alpha: float) -> dict:
-    """Deleted samples no better recognised than unseen ones: within ``band``, or (``size`` recorded, as since
-    the binomial rule) not significantly above the unseen accuracy at that many samples."""
-    if unseen is None:
-        return _check(f"{name}: accuracy on the deleted samples", None, "unseen not measured", bool)
-    n = r.get("size")
-    if not n:  # evidence written before sizes were recorded: judged as it was then
-        return _check(f"{name}: accuracy on the deleted samples", r["forget_acc"],
-                      f"<= {unseen:.4f} (unseen samples) + {band:g}", lambda v: v <= unseen + band)
-    k = round(r["forget_acc"] * n) if r["forget_acc"] is not None else 0
-    p = float(binom.sf(k - 1, n, min(max(unseen, 0.0), 1.0)))  # P(at least k right | unseen accuracy)
-    check = _check(f"{name}: accuracy on the deleted samples ({n})", r["forget_acc"],
-                   f"<= {unseen:.4f} (unseen samples) + {band:g}, or P(>= {k}/{n} right at unseen accuracy) "
-                   f">= {alpha:g}", lambda v: v <= unseen + band or p >= alpha)
-    weak = check["passed"] and check["value"] > unseen + band  # passed only because n is too small to tell
-    return {**check, "p": p, **({"weak": f"{n} samples: too few for accuracy to tell"} if weak else {})}
+def _measured(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def _sample_accuracy_check(name: str, r: dict, unseen: float | None, band: float, alpha: float | None) -> dict:
+    """Deleted samples no better recognised than unseen ones: within ``band``, or not significantly above the
+    unseen accuracy (binomial, ``alpha``; a rule recorded before it has none and is judged by the band alone).
+    Where not even n of n right could fail it (too few samples, or unseen accuracy + band >= 1) the check is
+    not measured rather than passed: it cannot show anything there."""
+    what = f"{name}: accuracy on the deleted samples"
+    acc, n = r.get("forget_acc"), r.get("size")
+    if not _measured(unseen):
+        return _check(what, None, "unseen not measured", bool)
+    near = f"<= {unseen:.4f} (unseen samples) + {band:g}"
+    if alpha is None or not isinstance(n, int) or n < 1 or not _measured(acc):
+        return _check(what, acc, near, lambda v: v <= unseen + band)
+    q = min(max(float(unseen), 0.0), 1.0)
+    if unseen + band >= 1.0 or q ** n >= alpha:  # not even n of n right could fail it: it shows nothing
+        why = (f"unseen accuracy {unseen:.4f} + {band:g} leaves no room above it" if unseen + band >= 1.0 else
+               f"{n} samples: too few for accuracy to tell ({n} of {n} right has probability {q ** n:.2f} at "
+               f"unseen accuracy)")
+        return {**_check(what, None, near, bool), "value": acc, "not_measured": why}
+    if acc <= unseen + band:
+        return _check(what, acc, near, lambda v: True)
+    k = round(acc * n)
+    p = float(binom.sf(k - 1, n, q))  # P(at least k of n right | unseen accuracy)
+    return {**_check(f"{what} ({n})", acc, f"{near}, or P(>= {k}/{n} right at unseen accuracy) >= {alpha:g}",
+                     lambda v: p >= alpha), "p": p}
 
 
 def judge(evidence: dict, class_requests: list[bool], rule: dict) -> dict:
@@ -102,12 +119,16 @@ def judge(evidence: dict, class_requests: list[bool], rule: dict) -> dict:
             checks.append(_check(f"{name}: accuracy on held-out samples of {which}", r["test_forget_acc"],
                                  f"<= {top:.4g}", lambda v: v <= top))
             continue
-        checks.append(_sample_accuracy_check(name, r, unseen, band, rule.get("alpha", ALPHA)))
+        checks.append(_sample_accuracy_check(name, r, unseen, band, rule.get("alpha")))
         if i == len(per) - 1:
             worse = (evidence.get("loss_gap") or 0.0) <= 0.0
             checks.append(_check(f"{name}: loss attack (0.5 = cannot tell from unseen)", evidence.get("mia_loss_lr"),
                                  f"<= {0.5 + mia_band:g}, or the deleted samples fit worse than unseen ones",
                                  lambda v, worse=worse: v <= 0.5 + mia_band or worse))
+    if evidence.get("by_construction"):
+        checks.append({"check": "trained from scratch without every deleted sample", "value": True,
+                       "bound": "by construction (retrain, fast-retrain, DeepObliviate without a stitch)",
+                       "passed": True})
     failed = [c for c in checks if c["passed"] is False]
     measured = [c for c in checks if c["passed"] is not None]
     return {"forgotten": bool(measured) and not failed, "rule": rule, "checks": checks}
@@ -115,12 +136,13 @@ def judge(evidence: dict, class_requests: list[bool], rule: dict) -> dict:
 
 def summary(verdict: dict) -> str:
     """One line: the answer and the checks that decided it."""
+    checks = verdict["checks"]
+    skipped = [c.get("not_measured") or c["check"] for c in checks if c["passed"] is None]
     if verdict["forgotten"]:
-        n = sum(c["passed"] is True for c in verdict["checks"])
-        skipped = [c["check"] for c in verdict["checks"] if c["passed"] is None]
-        weak = [c["weak"] for c in verdict["checks"] if c.get("weak")]
-        hint = f"; weak evidence: {'; '.join(weak)} (evaluate --per-example-mia K tests them)" if weak else ""
-        return (f"forgotten: yes ({n} checks passed" + (f"; not measured: {'; '.join(skipped)}" if skipped else "")
-                + hint + ")")
-    failed = [f"{c['check']} {c['value']:.4f}, needs {c['bound']}" for c in verdict["checks"] if c["passed"] is False]
-    return "forgotten: NO (" + ("; ".join(failed) or "nothing could be measured") + ")"
+        n = sum(c["passed"] is True for c in checks)
+        return f"forgotten: yes ({n} checks passed" + (f"; not measured: {'; '.join(skipped)}" if skipped else "") + ")"
+    failed = [f"{c['check']} {c['value']:.4f}, needs {c['bound']}" for c in checks if c["passed"] is False]
+    if failed:
+        return "forgotten: NO (" + "; ".join(failed) + ")"
+    return ("forgotten: NOT SHOWN (nothing the evidence measured can tell: " + "; ".join(skipped) + "; an exact "
+            "method (retrain, deepobliviate) or `evaluate --per-example-mia K` can show it)")

@@ -83,7 +83,7 @@ def train_command(
     cfg.validate()  # every option against its declared range, before loading anything
     check_backdoor_options(plant_backdoor, backdoor_target, backdoor_block)
     check_output_dir(out, force)  # before loading data and training: a bad --out must not cost the run
-    net, args = _users_net(model_class, model_arg)
+    net, args = _users_net(model_class, model_arg, model)
     bundle = load_data(spec)
     extra = {}
     if plant_backdoor is not None:
@@ -99,15 +99,17 @@ def train_command(
                       highlight=False)
     console.print(_accuracy_line(result.record))
     if plant_backdoor is not None:
-        console.print(_backdoor_line(result.record["backdoor"], out), highlight=False, soft_wrap=True)
+        console.print(_backdoor_line(result.record["backdoor"], out, model_class), highlight=False, soft_wrap=True)
 
 
-def _users_net(model_class: str | None, model_arg: list[str] | None):
+def _users_net(model_class: str | None, model_arg: list[str] | None, model: str):
     """(the user's freshly built model, its constructor arguments), or (None, None) for a zoo --model."""
     if model_class is None:
         if model_arg:
             raise ObliviateError("--model-arg needs --model-class")
         return None, None
+    if model != _CFG.model:
+        raise ObliviateError(f"--model {model} and --model-class {model_class}: choose one")
     cls, args = load_user_class(model_class), parse_model_args(model_arg)
     try:
         return cls(**args), args
@@ -126,10 +128,11 @@ def check_backdoor_options(n: int | None, target: int | None, block: int | None)
         raise ObliviateError(f"--plant-backdoor {n}: poison at least 1 sample")
 
 
-def _backdoor_line(bd: dict, out: Path) -> str:
+def _backdoor_line(bd: dict, out: Path, model_class: str | None) -> str:
     where = f" in block {bd['block']}" if bd.get("block") else ""
+    yours = f" --model-class {model_class}" if model_class else ""
     return (f"backdoor: {bd['n']} samples{where} carry the trigger and label {bd['target']}; delete them with "
-            f"`obliviate forget --checkpoint {out} --forget-ids {out / bd['ids_file']} ...`")
+            f"`obliviate forget --checkpoint {out}{yours} --forget-ids {out / bd['ids_file']} ...`")
 
 
 @app.command("datasets")

@@ -36,6 +36,9 @@ from ..params import ConversionError, check_fields, convert
 from ..training.checkpoint import Snapshots
 
 FORGET, RETAIN, RETAIN_SUBSET, SNAPSHOTS = "forget", "retain", "retain_subset", "snapshots"
+#: ``ctx.info`` key a method sets True when its model was trained from scratch without every forgotten sample
+#: (deletion by construction; the verdict counts it as a passed check)
+TRAINED_WITHOUT = "trained_without_forgotten"
 FORGET_IDS = "forget_ids"  # the ids of D_f without its samples (DeepObliviate: which blocks to retrain)
 ACCESS_KINDS = frozenset({FORGET, FORGET_IDS, RETAIN, RETAIN_SUBSET, SNAPSHOTS})
 #: what leads to a forget sample: its inputs, its ids, or the run directory (whose run.json names the data)

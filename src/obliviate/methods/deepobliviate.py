@@ -50,7 +50,7 @@ from ..training.accuracy import accuracy
 from ..training.checkpoint import Snapshots
 from ..training.loop import make_optimizer
 from ..training.trainer import TrainConfig, train_block
-from .base import FORGET_IDS, RETAIN, SNAPSHOTS, Method, MethodContext, register
+from .base import FORGET_IDS, RETAIN, SNAPSHOTS, TRAINED_WITHOUT, Method, MethodContext, register
 from .common import recalibrate_batchnorm
 
 
@@ -339,7 +339,8 @@ class DeepObliviate(Method):
         ctx.info.update({
             "blocks": snaps.n_blocks, "first_block": first + 1, "last_block": last + 1,
             "retrained_blocks": retrained, "stopped_at": stop, "stitched": stitched,
-            "exact_retraining": not stitched, "deltas": deltas, "delta_ratios": ratios, "stop_rule": p.stop_rule,
+            "exact_retraining": not stitched, TRAINED_WITHOUT: not stitched,
+            "deltas": deltas, "delta_ratios": ratios, "stop_rule": p.stop_rule,
             "stitch_checks": check.log,
             "delta_scale": "per-parameter mean |.|" if p.normalise else "L1", "decisions": decisions,
             "speedup_estimate": snaps.n_blocks / max(1, len(retrained)),

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from ..models import Classifier
 from ..params import SCHEDULES, param
 from ..training.trainer import train
-from .base import RETAIN, Method, MethodContext, register
+from .base import RETAIN, TRAINED_WITHOUT, Method, MethodContext, register
 from .retrain import Retrain, fresh_builder, recipe, retain_bundle
 
 
@@ -49,6 +49,7 @@ class FastRetrain(Method):
         cfg = fast_recipe(ctx, p)
         ctx.info["recipe"] = {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "schedule",
                                                            "label_smoothing", "seed")}
+        ctx.info[TRAINED_WITHOUT] = True
         return train(retain_bundle(ctx, ctx.retain), cfg, device=ctx.device, kind="fast-retrain",
                      build=fresh_builder(ctx)).model
 

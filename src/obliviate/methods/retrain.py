@@ -29,7 +29,7 @@ from ..models import Classifier, ForeignClassifier, build_model
 from ..params import declared, param
 from ..training.loop import make_optimizer
 from ..training.trainer import TrainConfig, assign_blocks, prepare_model, train, train_block
-from .base import RETAIN, SNAPSHOTS, Method, MethodContext, register
+from .base import RETAIN, SNAPSHOTS, TRAINED_WITHOUT, Method, MethodContext, register
 
 _RECIPE_FIELDS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule",
                   "label_smoothing", "seed", "blocks", "epochs_per_block")
@@ -63,6 +63,7 @@ class Retrain(Method):
         return self.needs | {SNAPSHOTS} if blocks else self.needs
 
     def run(self, ctx: MethodContext, p: Params) -> Classifier:
+        ctx.info[TRAINED_WITHOUT] = True  # a fresh model, trained on D_r only (whichever way below)
         if ctx.train_fn is not None:
             return train_with_fn(ctx, ctx.retain)
         cfg = recipe(ctx, p)

@@ -50,6 +50,10 @@ def _find_head(net: nn.Module, probe: torch.Tensor) -> tuple[str, torch.Tensor]:
     try:
         with torch.no_grad():
             out = net(probe)
+    except Exception as exc:  # the user's forward on the data's shape: theirs to see, in one line
+        raise ObliviateError(f"model {_qualname(net)} fails on a batch of 2 inputs shaped like the data "
+                             f"{tuple(probe.shape[1:])}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                             ) from None
     finally:
         for h in hooks:
             h.remove()

@@ -206,8 +206,9 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
     (after seeding) instead of the registry: retraining a user's own architecture.
     """
     cfg = cfg or TrainConfig()
+    user_spec = None
     if net is not None:
-        bundle, cfg, build = _users_model(net, bundle, cfg, model_args, build)
+        bundle, cfg, build, user_spec = _users_model(net, bundle, cfg, model_args, build)
     cfg.validate()
     device = pick_device(device)
     out_path = check_output_dir(out, overwrite) if out is not None else None
@@ -217,7 +218,8 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
     n_excluded = len(full_train) - len(train_data)
     key = config_hash({"cfg": cfg.to_dict(), "data": bundle.source_hash, "spec": bundle.spec,
                        "excluded": sorted(map(int, exclude_ids)) if n_excluded else [],
-                       **({"pinned": sorted(pinned_blocks.items())} if pinned_blocks else {})})
+                       **({"pinned": sorted(pinned_blocks.items())} if pinned_blocks else {}),
+                       **({"user_model": user_spec} if user_spec else {})})  # its constructor arguments too
     seed_everything(cfg.seed)
     model = prepare_model(build() if build is not None else model_for(cfg.model, bundle, **cfg.model_options),
                           cfg, device)
@@ -236,7 +238,7 @@ def train(bundle: DataBundle, cfg: TrainConfig | None = None, out: str | Path | 
         step, snapshot_info = _train_steps(model, optimizer, train_dev, cfg, _augment(cfg, bundle), progress,
                                            kind, max_steps)
     if "interrupted_at_step" in snapshot_info or "interrupted_at_block" in snapshot_info:
-        return TrainResult(model, snapshot_info)
+        return TrainResult(model.unwrap() if net is not None else model, snapshot_info)
     sync(device)
     _check_diverged(model, cfg, fresh)
     record = {
@@ -264,14 +266,27 @@ def _excluding(train: ArrayData, exclude_ids) -> tuple[ArrayData, torch.Tensor |
 
 
 def _users_model(net: torch.nn.Module, data, cfg: TrainConfig, args: dict | None, build) -> tuple:
-    """(bundle, cfg naming the user's model, how to build it fresh) for ``train(net=...)``."""
+    """(bundle, cfg naming the user's model, how to build it fresh, its spec) for ``train(net=...)``.
+
+    Fresh models come from the user's constructor, ``type(net)(**args)`` (their own initialisation, seeded),
+    which must build what ``net`` is: the run records ``args``, and reloading it builds exactly that."""
     if build is not None:
         raise ObliviateError("train: pass net (your model) or build, not both")
-    wrapped, bundle = adopt(net, data, args=args)
-    if not isinstance(wrapped, ForeignClassifier):
-        raise ObliviateError(f"train(net=...) is for your own model; for obliviate's {wrapped.spec.name!r} set "
+    if isinstance(net, (Classifier, ForeignClassifier)):
+        raise ObliviateError(f"train(net=...) is for your own model; for obliviate's {net.spec.name!r} set "
                              "TrainConfig(model=...) instead")
-    return bundle, replace(cfg, model=wrapped.spec.name), wrapped.fresh
+    cls, args = type(net), dict(args or {})
+    try:
+        again = cls(**args)
+    except Exception as exc:  # the user's constructor: theirs to see, in one line
+        raise ObliviateError(f"train: {cls.__name__}(**{args}) fails ({type(exc).__name__}: {exc}); pass "
+                             "model_args, the keyword arguments net was built with") from None
+    mine, theirs = net.state_dict(), again.state_dict() if isinstance(again, torch.nn.Module) else {}
+    if {k: tuple(v.shape) for k, v in mine.items()} != {k: tuple(v.shape) for k, v in theirs.items()}:
+        raise ObliviateError(f"train: {cls.__name__}(**{args}) builds another model than net (other weights or "
+                             "shapes); pass model_args, the keyword arguments net was built with")
+    wrapped, bundle = adopt(net, data, args=args, init=lambda: cls(**args))
+    return bundle, replace(cfg, model=wrapped.spec.name), wrapped.fresh, wrapped.spec.to_dict()
 
 
 def _train_blocks(model, optimizer, train_dev: ArrayData, blocks: np.ndarray, cfg: TrainConfig, augment: str,
