@@ -150,6 +150,9 @@ def test_deepobliviate_on_a_users_model_block_trained_by_obliviate(user_data, tm
     _, record = obliviate.forget(ck, ForgetRequest.for_ids(ids), "deepobliviate", params=params, out=tmp_path / "u")
     assert record["verdict"]["forgotten"], record["verdict"]
     assert obliviate.verify(tmp_path / "u").ok
+    assert obliviate.verify(tmp_path / "u", evidence=True, data=user_data, model_class=UserNet).ok
+    res = obliviate.verify(tmp_path / "u", evidence=True, model_class=UserNet)  # the tensors are not on disk
+    assert not res.ok and "pass the same data" in res.problems[0], res.problems
 
 
 class ZeroHead(UserNet):

@@ -21,6 +21,7 @@ import torch
 from .backdoor_runs import replant
 from .data import DataBundle, ForgetRequest, Forgotten, load_data
 from .data.splits import DataSpec
+from .data.user import as_bundle
 from .env import pick_device
 from .errors import CheckpointError, ObliviateError
 from .io import file_sha256, read_regular, to_json, write_json
@@ -260,11 +261,13 @@ def _verify_one(res: VerifyResult, run: Path) -> tuple[dict | None, Path | None]
     return cert, (ppath if parent.get("kind") == "forget" else None)
 
 
-def verify(path: str | Path, evidence: bool = False, device: str | None = None, model_class=None) -> VerifyResult:
+def verify(path: str | Path, evidence: bool = False, device: str | None = None, model_class=None,
+           data=None) -> VerifyResult:
     """Recompute every hash the certificate chain of ``path`` names, back to the original run.
 
     With ``evidence``, also reload the data set (its source hash must match) and re-measure the
-    evidence from the weights. Never raises for a mismatch: each one is a line in ``problems``.
+    evidence from the weights; a run made from tensors or Datasets needs them again as ``data``.
+    Never raises for a mismatch: each one is a line in ``problems``.
     """
     run = Path(path)
     if not run.is_dir():
@@ -283,7 +286,7 @@ def verify(path: str | Path, evidence: bool = False, device: str | None = None, 
     now = None
     if evidence and cert is not None and res.ok:
         try:
-            now = _verify_evidence(res, run, cert, device, model_class)
+            now = _verify_evidence(res, run, cert, device, model_class, data)
         except (KeyError, TypeError, AttributeError, ValueError, ObliviateError) as exc:
             res.fail(f"{run}: cannot re-measure the evidence ({type(exc).__name__}: {exc})")
     if cert is not None and res.ok and "verdict" in cert:
@@ -311,8 +314,15 @@ def _verify_verdict(res: VerifyResult, run: Path, cert: dict, now: dict | None) 
 
 
 def _verify_evidence(res: VerifyResult, run: Path, cert: dict, device: str | None,
-                     model_class=None) -> dict | None:
-    data = replant(load_data(DataSpec.from_dict(cert["data"]["spec"])), cert["data"]["spec"], run / CERT_FILE)
+                     model_class=None, given=None) -> dict | None:
+    spec = cert["data"]["spec"]
+    if given is not None:
+        data = as_bundle(given)
+    elif isinstance(spec, dict) and spec.get("kind") == "user":
+        raise ObliviateError("the run was made with data given as tensors or Datasets: pass the same data "
+                             "(Python: verify(run, evidence=True, data=...)); the command line cannot re-load it")
+    else:
+        data = replant(load_data(DataSpec.from_dict(spec)), spec, run / CERT_FILE)
     if data.source_hash != cert["data"]["source_hash"]:
         res.fail(f"{run}: data set {data.name!r} has source hash {data.source_hash[:12]}, "
                  f"the certificate names {str(cert['data']['source_hash'])[:12]}")
