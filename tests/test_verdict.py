@@ -92,6 +92,9 @@ def test_exact_deletion_of_three_samples_is_forgotten_and_a_no_op_is_not_shown(d
              "--param", "epochs=0.01", "--forget-ids", tmp_path / "ids.txt", "--out", tmp_path / "noop")
     assert r.exit_code == EXIT_NOT_FORGOTTEN and "NOT SHOWN" in r.output, r.output
     assert obliviate.verify(tmp_path / "noop").ok  # written whole, its verdict re-checks
+    assert obliviate.history(tmp_path / "noop")[-1]["verdict"] == "not shown"  # not "NO": nothing failed
+    r = _run("history", tmp_path / "noop")
+    assert r.exit_code == 0 and "could not be shown forgotten" in " ".join(r.output.split()), r.output
     # a certificate from before the test (no alpha in its rule, no sizes in its evidence) said "yes" here by the
     # band alone; it is judged as it was then, so it still verifies with its evidence re-measured
     cert = json.loads((tmp_path / "noop" / CERT_FILE).read_text())

@@ -31,7 +31,7 @@ from .metrics.accuracy import accuracy
 from .metrics.mia import mia_loss_lr
 from .metrics.outputs import per_sample_loss
 from .training.checkpoint import MODEL_FILE, RUN_FILE, SNAP_DIR, open_run
-from .verdict import judge
+from .verdict import answer, judge
 
 CERT_FILE = "certificate.json"
 FORMAT = "obliviate-certificate/1"
@@ -354,7 +354,7 @@ def _differences(then, now, key: str = ""):
 
 
 def _recorded_verdict(run: Path) -> str:
-    """The verdict a run's certificate states ("yes", "NO", "none" before verdicts, "unreadable"); as
+    """The verdict a run's certificate states ("yes", "NO", "not shown", "none" before verdicts, "unreadable"); as
     recorded, not re-checked: ``verify`` re-checks it."""
     try:
         verdict = load_certificate(run).get("verdict")
@@ -362,7 +362,7 @@ def _recorded_verdict(run: Path) -> str:
         return "unreadable"
     if not isinstance(verdict, dict) or not isinstance(verdict.get("forgotten"), bool):
         return "none"
-    return "yes" if verdict["forgotten"] else "NO"
+    return answer(verdict)
 
 
 def history(path: str | Path) -> list[dict]:

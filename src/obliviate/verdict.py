@@ -134,6 +134,13 @@ def judge(evidence: dict, class_requests: list[bool], rule: dict) -> dict:
     return {"forgotten": bool(measured) and not failed, "rule": rule, "checks": checks}
 
 
+def answer(verdict: dict) -> str:
+    """"yes", "NO" (a check failed) or "not shown" (no check failed, but none could tell either)."""
+    if verdict["forgotten"]:
+        return "yes"
+    return "NO" if any(c.get("passed") is False for c in verdict.get("checks", [])) else "not shown"
+
+
 def summary(verdict: dict) -> str:
     """One line: the answer and the checks that decided it."""
     checks = verdict["checks"]

@@ -18,7 +18,7 @@ from ..methods.base import FORGOTTEN_ATTR
 from ..metrics.accuracy import accuracy
 from ..params import SEED_MAX
 from ..training import check_output_dir
-from ..verdict import ACC_BAND, EXIT_NOT_FORGOTTEN, MIA_BAND, VerdictRule, summary
+from ..verdict import ACC_BAND, EXIT_NOT_FORGOTTEN, MIA_BAND, VerdictRule, answer, summary
 from .app import app, cli_command, console, err_console, key_values, one_line, path_option
 from .import_cmd import MODEL_CLASS_HELP, load_user_class
 
@@ -101,7 +101,8 @@ def print_verdict(verdict: dict, run: Path) -> None:
     if verdict["forgotten"]:
         console.print(f"[bold green]{escape(summary(verdict))}[/]", highlight=False)
         return
-    err_console.print(f"[bold red]{escape(summary(verdict))}[/]\nnot forgotten by the rule recorded "
+    what = "not shown forgotten" if answer(verdict) == "not shown" else "not forgotten"
+    err_console.print(f"[bold red]{escape(summary(verdict))}[/]\n{what} by the rule recorded "
                       f"in {escape(str(run / CERT_FILE))}; the run is kept for inspection "
                       f"(exit {EXIT_NOT_FORGOTTEN})", highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_NOT_FORGOTTEN)

@@ -20,10 +20,13 @@ def history_command(run: Path = typer.Argument(..., help="run directory (usually
     table = Table("#", "run", "kind", "method", "request", "forgotten so far", "weights SHA-256", "certificate",
                   "forgotten? (as recorded)", title=f"lineage of {escape(str(run))}", title_justify="left")
     for i, e in enumerate(chain):
-        verdict = "[red]NO[/]" if e["verdict"] == "NO" else (e["verdict"] or "-")
+        verdict = f"[red]{e['verdict']}[/]" if e["verdict"] in ("NO", "not shown") else (e["verdict"] or "-")
         table.add_row(str(i), escape(e["run"]), e["kind"] or "?", escape(e.get("method") or "-"),
                       escape(e.get("request", "-")), escape(e.get("cumulative", "-")), e["model_sha256"][:16],
                       "yes" if e["certificate"] else ("-" if e["kind"] != "forget" else "[red]missing[/]"), verdict)
     console.print(table)
     if any(e["verdict"] == "NO" for e in chain):
         console.print("a deletion in this chain was judged not forgotten; `obliviate verify --evidence` re-checks it")
+    if any(e["verdict"] == "not shown" for e in chain):
+        console.print("a deletion in this chain could not be shown forgotten by its evidence (too few samples to "
+                      "tell); an exact method or `obliviate evaluate --per-example-mia K` can show it")
