@@ -13,7 +13,7 @@ from obliviate.harness.runner import entry_params, registered_methods
 from obliviate.harness.store import Store
 from obliviate.harness.study import StudyError, parse_study
 from obliviate.harness.tables import aggregate, headline_metrics
-from obliviate.harness.tuning import tune
+from obliviate.harness.tuning import tune, val_scores
 from obliviate.methods import unlearn
 
 TUNED = {"name": "finetune", "grid": {"epochs": [0.25, 1]}, "params": {"lr": 0.05}}
@@ -106,3 +106,10 @@ def test_low_forget_acc_measures_the_floor_on_the_original_and_refuses_a_wrecked
     assert wreck["forget_acc"] < keep["forget_acc"]
     assert wreck["val_retain_acc"] < tuning["original_val_retain_acc"] - 0.02
     assert tuning["chosen"] == {"epochs": 1} and model is digits_model and "within 0.02" in tuning["rule"]
+
+
+def test_a_few_deleted_samples_that_accuracy_cannot_judge_do_not_fail_every_setting(digits, digits_model):
+    """10 ids at ~0.97 validation accuracy: the accuracy check cannot tell (not measured), and tuning runs no
+    loss attack; counting that as a failure would make the rule fall back to the most destructive setting."""
+    scores = val_scores(digits_model, digits, ForgetRequest.for_ids(digits.train.ids[:10].tolist()))
+    assert scores["val_retain_acc"] + 0.05 >= 1.0 and scores["passes"]

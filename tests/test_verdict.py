@@ -12,7 +12,7 @@ import obliviate
 from obliviate.certificate import CERT_FILE, _self_hash
 from obliviate.cli.main import app
 from obliviate.errors import ObliviateError
-from obliviate.verdict import EXIT_NOT_FORGOTTEN, VerdictRule, judge, summary
+from obliviate.verdict import EXIT_NOT_FORGOTTEN, VerdictRule, answer, judge, summary
 
 runner = CliRunner()
 
@@ -71,9 +71,18 @@ def test_deleted_samples_are_judged_by_a_binomial_test_and_too_few_are_not_shown
     exact = judge({**_evidence([{**_ids(1.0, "3 ids"), "size": 3}], unseen=0.9, mia=None), "by_construction": True},
                   [False], RULE)
     assert exact["forgotten"] and exact["checks"][-1]["bound"].startswith("by construction")
-    # a rule recorded before the test (no alpha) is judged by the band alone, as it was then
-    old_rule = {k: v for k, v in RULE.items() if k != "alpha"}
-    assert not judge(_evidence([{**_ids(0.85, "20 ids"), "size": 20}], unseen=0.7), [False], old_rule)["forgotten"]
+    # retrained from scratch decides even where a 20-sample loss attack happens to read 0.7; the line says so
+    noisy = judge({**_evidence([{**_ids(0.9, "20 ids"), "size": 20}], mia=0.7), "by_construction": True}, [False], RULE)
+    assert noisy["forgotten"] and "by construction" in summary(noisy) and "disagrees on: 20 ids: loss" in summary(noisy)
+    # each request needs evidence of its own: a measured class request after 3 ids does not show the 3 ids
+    chain = judge(_evidence([{**_ids(1.0, "3 ids"), "size": 3}, _cls(0.0, 0.0)]), [False, True], RULE)
+    assert not chain["forgotten"] and answer(chain) == "not shown"
+    # rules of earlier versions are judged as they were: no alpha, the band alone; alpha without a version,
+    # band or test, nothing "not measured"
+    band_only = {k: v for k, v in RULE.items() if k not in ("alpha", "version")}
+    assert not judge(_evidence([{**_ids(0.85, "20 ids"), "size": 20}], unseen=0.7), [False], band_only)["forgotten"]
+    first_test = {k: v for k, v in RULE.items() if k != "version"}
+    assert judge(_evidence([{**_ids(1.0, "3 ids"), "size": 3}], unseen=0.9, mia=None), [False], first_test)["forgotten"]
     for broken in ({**_ids(float("nan")), "size": 5}, {**_ids(1.0), "size": "5"}):  # never a crash
         assert judge(_evidence([broken], mia=None), [False], RULE)["checks"][0]["passed"] in (None, False)
     assert judge(_evidence([_ids(0.5)], unseen=float("nan"), mia=None), [False], RULE)["checks"][0]["passed"] is None
@@ -98,7 +107,7 @@ def test_exact_deletion_of_three_samples_is_forgotten_and_a_no_op_is_not_shown(d
     # a certificate from before the test (no alpha in its rule, no sizes in its evidence) said "yes" here by the
     # band alone; it is judged as it was then, so it still verifies with its evidence re-measured
     cert = json.loads((tmp_path / "noop" / CERT_FILE).read_text())
-    del cert["verdict"]["rule"]["alpha"], cert["evidence"]["by_construction"]
+    del cert["verdict"]["rule"]["alpha"], cert["verdict"]["rule"]["version"], cert["evidence"]["by_construction"]
     for entry in cert["evidence"]["per_request"]:
         del entry["size"]
     cert["verdict"]["forgotten"] = True

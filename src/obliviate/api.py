@@ -96,7 +96,7 @@ def forget(checkpoint: str | Path | Checkpoint, request: ForgetRequest, method: 
 
     On an unlearned run the request is applied on top of its lineage: everything forgotten before stays
     out of every data set the method reads. A saved run gets run.json and then ``certificate.json``.
-    The record's ``evidence`` and ``verdict`` (``forgotten`` yes/no by ``rule``) are in the certificate too.
+    The record's ``evidence`` and ``verdict`` (yes, NO or not shown, by ``rule``) are in the certificate too.
     """
     source = checkpoint.path if isinstance(checkpoint, Checkpoint) else checkpoint
     out_path = check_output_dir(out, overwrite, reads=[source]) if out is not None else None

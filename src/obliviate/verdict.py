@@ -17,12 +17,16 @@ answer and is written next to it, so anyone can re-check the answer from the evi
   unseen ones (``loss_gap`` <= 0). One-sided on purpose: a model retrained without mislabelled or poisoned
   samples gets them wrong and the attack tells them apart by their high loss; that is no failed deletion.
 * any request: a model trained from scratch without every deleted sample (``by_construction`` in the
-  evidence: retrain, fast-retrain, DeepObliviate when it retrained to the end) passes a check of its own.
+  evidence: retrain, fast-retrain, DeepObliviate when it retrained to the end) is forgotten by construction,
+  whatever the other checks say (they stay listed: a loss attack on 20 samples reads 0.7 on a retrained
+  model now and then).
 
-Every request of the lineage is judged ("still forgotten"); a check the evidence could not measure
-(a loss attack on fewer than 20 samples a side) is listed as not measured and does not decide. With
-nothing measured the answer is not "yes": ``forgotten`` is false and the line says NOT SHOWN (a few
-samples deleted by an approximate method: the per-example attack or an exact method can show it).
+Every request of the lineage is judged ("still forgotten"), and each needs a measured check of its own; a
+check the evidence could not measure (a loss attack on fewer than 20 samples a side) is listed as not
+measured and does not decide. A request with nothing measured makes the answer not "yes": ``forgotten`` is
+false and the line says NOT SHOWN (a few samples deleted by an approximate method: the per-example attack
+or retraining can show it). Rules carry a ``version``; older certificates are judged by the rule of their
+time (see ``RULE_VERSION``), so they still verify.
 """
 from __future__ import annotations
 
@@ -38,6 +42,9 @@ EXIT_NOT_FORGOTTEN = 3
 ACC_BAND = 0.05  # sample requests: forget acc - unseen acc; about 2 standard errors at a few hundred samples
 MIA_BAND = 0.1  # sample requests: loss attack - 0.5; the attack's spread on a retrained model at ~100 samples
 ALPHA = 0.01  # sample requests: above the band fails only when P(at least k of n right | unseen accuracy) < ALPHA
+#: Rules recorded without a version are judged as they were: no alpha, the band alone; alpha without a version
+#: (a few hours of 2026-12-04), band or binomial test, nothing "not measured", no check by construction.
+RULE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,7 @@ class VerdictRule:
                 f"{0.5 + self.mia_band:g} unless the deleted samples have a higher mean loss than unseen ones; "
                 f"a model trained from scratch without every deleted sample passes by construction")
         return {"max_forget_acc": bound, "max_forget_acc_from": source, "acc_band": self.acc_band,
-                "mia_band": self.mia_band, "alpha": ALPHA, "text": text}
+                "mia_band": self.mia_band, "alpha": ALPHA, "version": RULE_VERSION, "text": text}
 
 
 def _check(what: str, value, bound: str, passed) -> dict:
@@ -78,7 +85,8 @@ def _measured(v) -> bool:
     return v is not None and not (isinstance(v, float) and math.isnan(v))
 
 
-def _sample_accuracy_check(name: str, r: dict, unseen: float | None, band: float, alpha: float | None) -> dict:
+def _sample_accuracy_check(name: str, r: dict, unseen: float | None, band: float, alpha: float | None,
+                           current: bool) -> dict:
     """Deleted samples no better recognised than unseen ones: within ``band``, or not significantly above the
     unseen accuracy (binomial, ``alpha``; a rule recorded before it has none and is judged by the band alone).
     Where not even n of n right could fail it (too few samples, or unseen accuracy + band >= 1) the check is
@@ -91,47 +99,58 @@ def _sample_accuracy_check(name: str, r: dict, unseen: float | None, band: float
     if alpha is None or not isinstance(n, int) or n < 1 or not _measured(acc):
         return _check(what, acc, near, lambda v: v <= unseen + band)
     q = min(max(float(unseen), 0.0), 1.0)
-    if unseen + band >= 1.0 or q ** n >= alpha:  # not even n of n right could fail it: it shows nothing
+    if current and (unseen + band >= 1.0 or q ** n >= alpha):  # not even n of n right could fail it: it shows nothing
         why = (f"unseen accuracy {unseen:.4f} + {band:g} leaves no room above it" if unseen + band >= 1.0 else
                f"{n} samples: too few for accuracy to tell ({n} of {n} right has probability {q ** n:.2f} at "
                f"unseen accuracy)")
         return {**_check(what, None, near, bool), "value": acc, "not_measured": why}
     if acc <= unseen + band:
         return _check(what, acc, near, lambda v: True)
-    k = round(acc * n)
+    k = max(round(acc * n), 1)
     p = float(binom.sf(k - 1, n, q))  # P(at least k of n right | unseen accuracy)
     return {**_check(f"{what} ({n})", acc, f"{near}, or P(>= {k}/{n} right at unseen accuracy) >= {alpha:g}",
                      lambda v: p >= alpha), "p": p}
 
 
+def _request_checks(i: int, is_class: bool, r: dict, evidence: dict, rule: dict, current: bool) -> list[dict]:
+    """The checks of request ``i`` of the lineage (the loss attack only for the newest one)."""
+    name, top = r["request"], rule["max_forget_acc"]
+    if is_class:
+        which = "these classes" if "," in name else "the class"
+        return [_check(f"{name}: accuracy on the deleted training samples", r["forget_acc"], f"<= {top:.4g}",
+                       lambda v: v <= top),
+                _check(f"{name}: accuracy on held-out samples of {which}", r["test_forget_acc"], f"<= {top:.4g}",
+                       lambda v: v <= top)]
+    checks = [_sample_accuracy_check(name, r, evidence.get("retained_test_acc"), rule["acc_band"], rule.get("alpha"),
+                                     current)]
+    if i == len(evidence["per_request"]) - 1:
+        worse, mia_band = (evidence.get("loss_gap") or 0.0) <= 0.0, rule["mia_band"]
+        checks.append(_check(f"{name}: loss attack (0.5 = cannot tell from unseen)", evidence.get("mia_loss_lr"),
+                             f"<= {0.5 + mia_band:g}, or the deleted samples fit worse than unseen ones",
+                             lambda v: v <= 0.5 + mia_band or worse))
+    return checks
+
+
 def judge(evidence: dict, class_requests: list[bool], rule: dict) -> dict:
-    """The verdict on ``evidence`` (one entry of ``class_requests`` per request of the lineage)."""
-    top, band, mia_band = rule["max_forget_acc"], rule["acc_band"], rule["mia_band"]
-    unseen = evidence.get("retained_test_acc")
-    checks = []
-    per = evidence["per_request"]
-    for i, (is_class, r) in enumerate(zip(class_requests, per)):
-        name = r["request"]
-        if is_class:
-            checks.append(_check(f"{name}: accuracy on the deleted training samples", r["forget_acc"],
-                                 f"<= {top:.4g}", lambda v: v <= top))
-            which = "these classes" if "," in name else "the class"
-            checks.append(_check(f"{name}: accuracy on held-out samples of {which}", r["test_forget_acc"],
-                                 f"<= {top:.4g}", lambda v: v <= top))
-            continue
-        checks.append(_sample_accuracy_check(name, r, unseen, band, rule.get("alpha")))
-        if i == len(per) - 1:
-            worse = (evidence.get("loss_gap") or 0.0) <= 0.0
-            checks.append(_check(f"{name}: loss attack (0.5 = cannot tell from unseen)", evidence.get("mia_loss_lr"),
-                                 f"<= {0.5 + mia_band:g}, or the deleted samples fit worse than unseen ones",
-                                 lambda v, worse=worse: v <= 0.5 + mia_band or worse))
-    if evidence.get("by_construction"):
+    """The verdict on ``evidence`` (one entry of ``class_requests`` per request of the lineage).
+
+    Under the current rule every request needs a measured check of its own and none may fail — unless the
+    model was trained from scratch without every deleted sample, which decides (the checks stay listed)."""
+    current = rule.get("version", 1) >= RULE_VERSION
+    per = [_request_checks(i, c, r, evidence, rule, current)
+           for i, (c, r) in enumerate(zip(class_requests, evidence["per_request"]))]
+    checks = [c for group in per for c in group]
+    exact = current and bool(evidence.get("by_construction"))
+    if exact:
         checks.append({"check": "trained from scratch without every deleted sample", "value": True,
                        "bound": "by construction (retrain, fast-retrain, DeepObliviate without a stitch)",
                        "passed": True})
-    failed = [c for c in checks if c["passed"] is False]
-    measured = [c for c in checks if c["passed"] is not None]
-    return {"forgotten": bool(measured) and not failed, "rule": rule, "checks": checks}
+    failed = any(c["passed"] is False for c in checks)
+    if current:
+        shown = all(any(c["passed"] is not None for c in group) for group in per)
+    else:  # as judged before: anything measured will do
+        shown = any(c["passed"] is not None for c in checks)
+    return {"forgotten": exact or (shown and not failed), "rule": rule, "checks": checks}
 
 
 def answer(verdict: dict) -> str:
@@ -145,11 +164,14 @@ def summary(verdict: dict) -> str:
     """One line: the answer and the checks that decided it."""
     checks = verdict["checks"]
     skipped = [c.get("not_measured") or c["check"] for c in checks if c["passed"] is None]
-    if verdict["forgotten"]:
-        n = sum(c["passed"] is True for c in checks)
-        return f"forgotten: yes ({n} checks passed" + (f"; not measured: {'; '.join(skipped)}" if skipped else "") + ")"
     failed = [f"{c['check']} {c['value']:.4f}, needs {c['bound']}" for c in checks if c["passed"] is False]
+    if verdict["forgotten"]:
+        exact = any(str(c.get("bound", "")).startswith("by construction") for c in checks)
+        head = ("forgotten: yes (by construction: trained from scratch without them" if exact else
+                f"forgotten: yes ({sum(c['passed'] is True for c in checks)} checks passed")
+        return (head + (f"; not measured: {'; '.join(skipped)}" if skipped else "")
+                + (f"; the evidence disagrees on: {'; '.join(failed)}" if failed else "") + ")")
     if failed:
         return "forgotten: NO (" + "; ".join(failed) + ")"
-    return ("forgotten: NOT SHOWN (nothing the evidence measured can tell: " + "; ".join(skipped) + "; an exact "
-            "method (retrain, deepobliviate) or `evaluate --per-example-mia K` can show it)")
+    return ("forgotten: NOT SHOWN (nothing the evidence measured can tell: " + "; ".join(skipped) + "; retraining "
+            "(retrain, fast-retrain, deepobliviate without a stitch) or `evaluate --per-example-mia K` can show it)")

@@ -27,6 +27,6 @@ def history_command(run: Path = typer.Argument(..., help="run directory (usually
     console.print(table)
     if any(e["verdict"] == "NO" for e in chain):
         console.print("a deletion in this chain was judged not forgotten; `obliviate verify --evidence` re-checks it")
-    if any(e["verdict"] == "not shown" for e in chain):
-        console.print("a deletion in this chain could not be shown forgotten by its evidence (too few samples to "
-                      "tell); an exact method or `obliviate evaluate --per-example-mia K` can show it")
+    if chain and chain[-1]["verdict"] == "not shown":
+        console.print("this run's deletion could not be shown forgotten by its evidence (too few samples to tell); "
+                      "retraining or `obliviate evaluate --per-example-mia K` can show it")
