@@ -45,6 +45,7 @@ ALPHA = 0.01  # sample requests: above the band fails only when P(at least k of 
 #: Rules recorded without a version are judged as they were: no alpha, the band alone; alpha without a version
 #: (a few hours of 2026-12-04), band or binomial test, nothing "not measured", no check by construction.
 RULE_VERSION = 2
+EXACT_CHECK = "trained from scratch without every deleted sample"  # the check by construction, by its name
 
 
 @dataclass(frozen=True)
@@ -75,14 +76,14 @@ class VerdictRule:
                 "mia_band": self.mia_band, "alpha": ALPHA, "version": RULE_VERSION, "text": text}
 
 
-def _check(what: str, value, bound: str, passed) -> dict:
-    measured = value is not None and not (isinstance(value, float) and math.isnan(value))
-    return {"check": what, "value": value if measured else None, "bound": bound,
-            "passed": bool(passed(value)) if measured else None}
-
-
 def _measured(v) -> bool:
     return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def _check(what: str, value, bound: str, passed) -> dict:
+    measured = _measured(value)
+    return {"check": what, "value": value if measured else None, "bound": bound,
+            "passed": bool(passed(value)) if measured else None}
 
 
 def _sample_accuracy_check(name: str, r: dict, unseen: float | None, band: float, alpha: float | None,
@@ -142,7 +143,7 @@ def judge(evidence: dict, class_requests: list[bool], rule: dict) -> dict:
     checks = [c for group in per for c in group]
     exact = current and bool(evidence.get("by_construction"))
     if exact:
-        checks.append({"check": "trained from scratch without every deleted sample", "value": True,
+        checks.append({"check": EXACT_CHECK, "value": True,
                        "bound": "by construction (retrain, fast-retrain, DeepObliviate without a stitch)",
                        "passed": True})
     failed = any(c["passed"] is False for c in checks)
@@ -166,7 +167,7 @@ def summary(verdict: dict) -> str:
     skipped = [c.get("not_measured") or c["check"] for c in checks if c["passed"] is None]
     failed = [f"{c['check']} {c['value']:.4f}, needs {c['bound']}" for c in checks if c["passed"] is False]
     if verdict["forgotten"]:
-        exact = any(str(c.get("bound", "")).startswith("by construction") for c in checks)
+        exact = any(c["check"] == EXACT_CHECK for c in checks)
         head = ("forgotten: yes (by construction: trained from scratch without them" if exact else
                 f"forgotten: yes ({sum(c['passed'] is True for c in checks)} checks passed")
         return (head + (f"; not measured: {'; '.join(skipped)}" if skipped else "")

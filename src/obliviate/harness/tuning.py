@@ -25,7 +25,7 @@ import time
 
 from ..data import DataBundle, ForgetRequest
 from ..metrics.accuracy import accuracy
-from ..verdict import VerdictRule, judge
+from ..verdict import VerdictRule, answer, judge
 
 GRID, SELECT = "grid", "select"
 MAX_VAL_DROP = 0.02  # low_forget_acc: validation accuracy it may give up against the original (issue 25)
@@ -49,7 +49,7 @@ def val_scores(model, bundle: DataBundle, request: ForgetRequest) -> dict:
                                  "test_forget_acc": scores["val_forget_acc"]}],
                 "retained_test_acc": scores["val_retain_acc"], "mia_loss_lr": None, "loss_gap": None}
     verdict = judge(evidence, [bool(request.classes)], VerdictRule().resolve(bundle.num_classes))
-    scores["passes"] = not any(c["passed"] is False for c in verdict["checks"])  # nothing measured: no failure
+    scores["passes"] = answer(verdict) != "NO"  # "not shown" (nothing could tell) is no failure
     return scores
 
 
