@@ -7,6 +7,7 @@ trained to 100 % training accuracy (so it memorises), and one set of 8 shadows s
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -272,3 +273,89 @@ def test_study_key_needs_a_sample_request_and_leaves_other_studies_alone():
     assert "per_example_mia" not in plain.evaluate  # run keys of studies without it do not change
     assert parse_study(STUDY.replace("{shadows: 4, max_epochs: 2}", "4"), "s.yaml").evaluate["per_example_mia"] == \
         {"shadows": 4}
+
+
+# ------------------------------------------------------------------ the attack in the verdict
+def _verdict_of(model, known, request, attack):
+    from obliviate.certificate import measure_evidence
+    from obliviate.verdict import VerdictRule, judge
+
+    ev = measure_evidence(model, known["data"], [request], attack=attack, parent=known["original"])
+    return judge(ev, [False], VerdictRule().resolve(10)), ev
+
+
+def test_the_attack_shows_five_memorised_samples_gone_where_accuracy_cannot(known):
+    """Five mislabelled samples: too few for accuracy (5 of 5 right is likely at unseen accuracy), but each is
+    calibrated by its shadows. A model retrained without them is shown forgotten, the original is not."""
+    from obliviate.verdict import answer
+
+    data = known["data"]
+    pos = known["flipped_models"][0][:5]
+    request = ForgetRequest.for_ids(data.train.ids[pos].tolist())
+    retrained = train(data, RECIPE, exclude_ids=data.train.ids[pos].numpy()).model
+    verdict, ev = _verdict_of(retrained, known, request, known["cfg"])
+    t = ev["per_request"][0]["per_example"]
+    assert t["deleted"] == 5 and t["p_kept"] < 0.01 <= t["p_kept_parent"] and t["p_seen"] >= 0.01
+    assert answer(verdict) == "yes"  # not by construction: the evidence says nothing of how the model was made
+    assert [c["passed"] for c in verdict["checks"] if "per-example" in c["check"]] == [True]
+    assert answer(_verdict_of(retrained, known, request, None)[0]) == "not shown"
+    no_op, _ = _verdict_of(known["original"], known, request, known["cfg"])
+    assert answer(no_op) == "NO" and any("per-example" in c["check"] and c["passed"] is False for c in no_op["checks"])
+
+
+def test_the_attack_does_not_pass_samples_that_scored_low_before_the_request(known):
+    """A request chosen by a property can score below the kept samples on the original already; passing it
+    there would pass a no-op, so the check is not measured (the parent's p says so)."""
+    from obliviate.verdict import _per_example_check
+
+    low_before = {"deleted": 5, "p_seen": 0.5, "p_kept": 0.001, "p_kept_parent": 0.002}
+    check = _per_example_check("5 ids", low_before, 8)
+    assert check["passed"] is None and "before the request" in check["not_measured"]
+    assert _per_example_check("5 ids", {**low_before, "p_kept_parent": 0.3}, 8)["passed"] is True
+    assert _per_example_check("5 ids", {**low_before, "p_seen": 0.001}, 8)["passed"] is False
+    assert _per_example_check("5 ids", {**low_before, "p_kept": 0.2}, 8)["passed"] is None
+
+
+def test_rules_before_version_3_ignore_the_attack(known):
+    from obliviate.verdict import judge
+
+    ev = {"per_request": [{"request": "5 ids", "size": 5, "forget_acc": 0.0, "per_example":
+                           {"deleted": 5, "p_seen": 0.001, "p_kept": 0.5, "p_kept_parent": 0.5}}],
+          "retained_test_acc": 0.95, "per_example": {"shadows": 8}}
+    rule = {"max_forget_acc": 0.1, "acc_band": 0.05, "mia_band": 0.1, "alpha": 0.01}
+    assert judge(ev, [False], {**rule, "version": 3})["checks"][1]["passed"] is False
+    assert all("per-example" not in c["check"] for c in judge(ev, [False], {**rule, "version": 2})["checks"])
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from obliviate.cli.main import app
+
+    return CliRunner().invoke(app, list(map(str, args)))
+
+
+def test_forget_cli_adds_the_attack_to_the_certificate_and_verify_measures_it_again(cli_runs, tmp_path):
+    out, shadows = tmp_path / "re", tmp_path / "shadows"
+    res = _cli("forget", "--checkpoint", cli_runs / "original", "--method", "retrain", "--forget-ids",
+               cli_runs / "ids.txt", "--out", out, "--per-example-mia", 4, "--shadow-dir", shadows, "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    cert = json.loads((out / "certificate.json").read_text())
+    assert cert["evidence"]["per_example"]["shadows"] == 4
+    assert cert["evidence"]["per_request"][0]["per_example"]["deleted"] == 30
+    assert any("per-example" in c["check"] for c in cert["verdict"]["checks"])
+    res = _cli("verify", out, "--evidence", "--shadow-dir", shadows, "--device", "cpu")
+    assert res.exit_code == 0 and "evidence re-measured" in " ".join(res.output.split()), res.output
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--forget-class", 2, "--per-example-mia", 4), "not a class request"),
+    (("--forget-ids", "IDS", "--shadow-seed", 1), "add --per-example-mia K"),
+    (("--forget-ids", "IDS", "--per-example-mia", 3), "K >= 4"),
+])
+def test_forget_cli_refuses_a_bad_attack_before_any_work(cli_runs, tmp_path, flags, message):
+    flags = [cli_runs / "ids.txt" if f == "IDS" else f for f in flags]
+    res = _cli("forget", "--checkpoint", cli_runs / "original", "--method", "finetune", "--out", tmp_path / "x",
+               *flags, "--shadow-dir", tmp_path / "s", "--device", "cpu")
+    assert res.exit_code == 2 and message in " ".join(res.output.split()), res.output
+    assert "Traceback" not in res.output and not (tmp_path / "x" / "model.pt").exists()

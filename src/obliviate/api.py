@@ -18,6 +18,7 @@ from .io import file_sha256
 from .lineage import Lineage, lineage_record, read_lineage
 from .methods import get_method, resolve_params, unlearn
 from .methods.base import FORGOTTEN_ATTR
+from .metrics.lira import PerExampleMIA, shadow_set
 from .models import Classifier, ForeignClassifier
 from .models.foreign import adopt
 from .training import RunDir, TrainConfig, check_output_dir, finish_run, open_run
@@ -90,13 +91,16 @@ def _root_model(ck: Checkpoint, device) -> Classifier | None:
 
 def forget(checkpoint: str | Path | Checkpoint, request: ForgetRequest, method: str = "unsir", *,
            out: str | Path | None = None, params: dict | None = None, seed: int = 0,
-           device: str | None = None, overwrite: bool = False,
-           rule: VerdictRule | None = None) -> tuple[Classifier, dict]:
+           device: str | None = None, overwrite: bool = False, rule: VerdictRule | None = None,
+           per_example_mia: int | PerExampleMIA | None = None) -> tuple[Classifier, dict]:
     """Unlearn ``request`` from a saved run with ``method``; with ``out``, save a run directory.
 
     On an unlearned run the request is applied on top of its lineage: everything forgotten before stays
     out of every data set the method reads. A saved run gets run.json and then ``certificate.json``.
     The record's ``evidence`` and ``verdict`` (yes, NO or not shown, by ``rule``) are in the certificate too.
+    ``per_example_mia`` (K shadows, or the attack's settings) adds the per-example attack to the evidence of
+    a sample request: it can show a few samples forgotten where accuracy cannot. Its shadows train first
+    (with the original's recipe; cached, so later requests on the same model reuse them).
     """
     source = checkpoint.path if isinstance(checkpoint, Checkpoint) else checkpoint
     out_path = check_output_dir(out, overwrite, reads=[source]) if out is not None else None
@@ -104,6 +108,9 @@ def forget(checkpoint: str | Path | Checkpoint, request: ForgetRequest, method: 
     ck = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint, device)
     if out_path is not None:  # nor any run of its lineage (the original's snapshots serve DeepObliviate)
         check_output_dir(out_path, overwrite, reads=ck.lineage.runs())
+    attack = attack_settings(ck, per_example_mia, request)
+    if attack is not None:  # the slow part first, before anything is unlearned or written
+        shadow_set(attack, ck.data, next(ck.model.parameters()).device)
     model, record = unlearn(ck.model, ck.data, request, method, params=params, device=device, seed=seed,
                             train_config=ck.train_config, run_path=ck.lineage.root,
                             forgotten=ck.lineage.forgotten, root_model=_root_model(ck, device))
@@ -115,7 +122,8 @@ def forget(checkpoint: str | Path | Checkpoint, request: ForgetRequest, method: 
               "config": ck.train_config.to_dict() if ck.train_config is not None else None,
               "versions": versions(), "finished": now_iso(), **record, "lineage": lineage}
     requests = [ForgetRequest.from_dict(r["request"]) for r in lineage["requests"]]
-    evidence = measure_evidence(model, ck.data, requests, seed=0, trained_without=by_construction(record))
+    evidence = measure_evidence(model, ck.data, requests, seed=0, trained_without=by_construction(record),
+                                attack=attack, parent=ck.model)
     verdict = judge(evidence, [bool(r.classes) for r in requests], (rule or VerdictRule()).resolve(ck.data.num_classes))
     if out_path is not None:
         finish_run(out_path, model, record)
@@ -123,6 +131,23 @@ def forget(checkpoint: str | Path | Checkpoint, request: ForgetRequest, method: 
                                  verdict=verdict)
         record["certificate"] = str(write_certificate(out_path, cert))
     return model, {**record, "evidence": evidence, "verdict": verdict}
+
+
+def attack_settings(ck: Checkpoint, attack: int | PerExampleMIA | None, request: ForgetRequest | None = None,
+                    **given) -> PerExampleMIA | None:
+    """The per-example attack for ``ck``: K shadows trained with the original's recipe (``given``: max_epochs,
+    seed, cache), or the settings as given."""
+    if attack is None:
+        return None
+    if request is not None and request.classes:
+        raise ObliviateError("the per-example attack is for sample requests (ids, fraction), not a class request")
+    if isinstance(attack, PerExampleMIA):
+        return attack
+    if ck.train_config is None:
+        raise CheckpointError(f"{ck.path} records no training recipe: the per-example attack trains its shadow "
+                              "models with the original's recipe (import the model with train_config=...)")
+    return PerExampleMIA(attack, ck.train_config, **given,
+                         build=ck.model.fresh if isinstance(ck.model, ForeignClassifier) else None)
 
 
 def import_model(net: torch.nn.Module, data, out: str | Path, *, train_config: TrainConfig | None = None,

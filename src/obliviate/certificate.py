@@ -28,8 +28,11 @@ from .io import file_sha256, read_regular, to_json, write_json
 from .lineage import IDS_FILE, INLINE_IDS, locate
 from .methods.base import SNAPSHOTS, TRAINED_WITHOUT
 from .metrics.accuracy import accuracy
+from .metrics.lira import PerExampleMIA, deletion_test, shadow_set, target_phi, target_samples
 from .metrics.mia import mia_loss_lr
 from .metrics.outputs import per_sample_loss
+from .models.foreign import ForeignClassifier
+from .training import TrainConfig
 from .training.checkpoint import MODEL_FILE, RUN_FILE, SNAP_DIR, open_run
 from .verdict import answer, judge
 
@@ -60,12 +63,15 @@ def by_construction(record: dict) -> bool:
 
 
 def measure_evidence(model: torch.nn.Module, data: DataBundle, requests: list[ForgetRequest], seed: int = 0,
-                     trained_without: bool = False) -> dict:
+                     trained_without: bool = False, attack: PerExampleMIA | None = None,
+                     parent: torch.nn.Module | None = None) -> dict:
     """Evidence of the last of ``requests`` (applied after the others), on training and held-out data.
 
     Needs no retrained model: accuracy on everything forgotten so far and on the test samples of the
     forgotten / retained classes, per request ("still forgotten"), and the NeurIPS-kit loss attack on
-    this request's samples vs unseen test samples (of the same classes for a class request).
+    this request's samples vs unseen test samples (of the same classes for a class request). With
+    ``attack`` (and the ``parent`` model the request was applied to), each sample request also gets the
+    per-example attack's rank tests (``lira.deletion_test``); its shadows are trained once and cached.
     """
     train, nc = data.train, data.num_classes
     sets = [Forgotten.of(r, train, nc) for r in requests]
@@ -94,7 +100,24 @@ def measure_evidence(model: torch.nn.Module, data: DataBundle, requests: list[Fo
         if min(len(new.forget_pos), len(unseen) if unseen is not None else 0) >= MIA_MIN else None,
         "loss_gap": _loss_gap(model, new.forget(train), unseen),
         "per_request": per_request, "seed": seed, "by_construction": bool(trained_without),
+        **(_per_example(model, parent, data, requests, sets, everything, attack, seed, per_request) if attack else {}),
     }
+
+
+def _per_example(model, parent, data: DataBundle, requests: list[ForgetRequest], sets: list, everything: Forgotten,
+                 attack: PerExampleMIA, seed: int, per_request: list[dict]) -> dict:
+    """Adds each sample request's ``per_example`` tests to ``per_request``; returns the attack's settings."""
+    if parent is None:
+        raise ObliviateError("the per-example evidence needs the parent model (the one the request was applied to)")
+    shadows = shadow_set(attack, data, next(model.parameters()).device)
+    phi, parent_phi = target_phi(model, data), target_phi(parent.eval(), data)
+    retain = data.train.subset(np.flatnonzero(~everything.mask(data.train)))
+    for entry, r, s in zip(per_request, requests, sets):
+        if not r.classes:
+            deleted = data.train.subset(np.flatnonzero(s.mask(data.train)))
+            entry["per_example"] = deletion_test(shadows, phi, target_samples(data, deleted, retain, seed), parent_phi)
+    return {"per_example": {"shadows": attack.shadows, "seed": attack.seed, "max_epochs": attack.max_epochs,
+                            "shadow_key": shadows.key}}
 
 
 def _loss_gap(model: torch.nn.Module, forget, unseen) -> float | None:
@@ -262,12 +285,13 @@ def _verify_one(res: VerifyResult, run: Path) -> tuple[dict | None, Path | None]
 
 
 def verify(path: str | Path, evidence: bool = False, device: str | None = None, model_class=None,
-           data=None) -> VerifyResult:
+           data=None, shadow_dir: str | Path | None = None) -> VerifyResult:
     """Recompute every hash the certificate chain of ``path`` names, back to the original run.
 
     With ``evidence``, also reload the data set (its source hash must match) and re-measure the
-    evidence from the weights; a run made from tensors or Datasets needs them again as ``data``.
-    Never raises for a mismatch: each one is a line in ``problems``.
+    evidence from the weights; a run made from tensors or Datasets needs them again as ``data``. Evidence
+    with the per-example attack reads its shadows from ``shadow_dir`` (default: the shadow cache), training
+    any that are missing. Never raises for a mismatch: each one is a line in ``problems``.
     """
     run = Path(path)
     if not run.is_dir():
@@ -286,7 +310,7 @@ def verify(path: str | Path, evidence: bool = False, device: str | None = None, 
     now = None
     if evidence and cert is not None and res.ok:
         try:
-            now = _verify_evidence(res, run, cert, device, model_class, data)
+            now = _verify_evidence(res, run, cert, device, model_class, data, shadow_dir)
         except (KeyError, TypeError, AttributeError, ValueError, ObliviateError) as exc:
             res.fail(f"{run}: cannot re-measure the evidence ({type(exc).__name__}: {exc})")
     if cert is not None and res.ok and "verdict" in cert:
@@ -314,7 +338,7 @@ def _verify_verdict(res: VerifyResult, run: Path, cert: dict, now: dict | None) 
 
 
 def _verify_evidence(res: VerifyResult, run: Path, cert: dict, device: str | None,
-                     model_class=None, given=None) -> dict | None:
+                     model_class=None, given=None, shadow_dir=None) -> dict | None:
     spec = cert["data"]["spec"]
     if given is not None:
         data = as_bundle(given)
@@ -330,12 +354,25 @@ def _verify_evidence(res: VerifyResult, run: Path, cert: dict, device: str | Non
     record = open_run(run).record
     requests = [ForgetRequest.from_dict(r["request"]) for r in record["lineage"]["requests"]]
     model = open_run(run).load_model(pick_device(device), model_class)
+    attack = _recorded_attack(cert["evidence"], record, model, shadow_dir)
+    parent = open_run(record["parent"]).load_model(pick_device(device), model_class) if attack else None
     now = measure_evidence(model, data, requests, seed=cert["evidence"].get("seed", 0),
-                           trained_without=by_construction(record))
+                           trained_without=by_construction(record), attack=attack, parent=parent)
     for key, then, value in _differences(cert["evidence"], now):
         res.fail(f"{run}: evidence {key} is {value} now, the certificate says {then}")
     res.checked.append(f"evidence of {run}")
     return now
+
+
+def _recorded_attack(evidence: dict, record: dict, model, shadow_dir) -> PerExampleMIA | None:
+    """The per-example attack the evidence was measured with (its settings and the run's recipe), or None."""
+    settings = evidence.get("per_example")
+    if not isinstance(settings, dict):
+        return None
+    given = {k: settings[k] for k in ("seed", "max_epochs") if settings.get(k) is not None}
+    attack = PerExampleMIA(settings["shadows"], TrainConfig.from_dict(record["config"]), cache=shadow_dir, **given,
+                           build=model.fresh if isinstance(model, ForeignClassifier) else None)
+    return attack
 
 
 def _differences(then, now, key: str = ""):

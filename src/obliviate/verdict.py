@@ -16,6 +16,11 @@ answer and is written next to it, so anyone can re-check the answer from the evi
   ``mia_band`` above 0.5 (cannot tell them from unseen samples) unless the deleted samples fit *worse* than
   unseen ones (``loss_gap`` <= 0). One-sided on purpose: a model retrained without mislabelled or poisoned
   samples gets them wrong and the attack tells them apart by their high loss; that is no failed deletion.
+* sample request with the per-example attack (``forget --per-example-mia K``; rule version 3): fails when
+  the deleted samples score as members *above* unseen samples (one-sided rank test, p < ``ALPHA``); passes
+  when they score *below* the samples the model kept (p < ``ALPHA``) and did not already before the request
+  (the parent's scores; else a no-op could pass). Otherwise not measured: the attack cannot tell. Unlike
+  accuracy it can show a few memorable samples gone, since each sample is calibrated by its own shadows.
 * any request: a model trained from scratch without every deleted sample (``by_construction`` in the
   evidence: retrain, fast-retrain, DeepObliviate when it retrained to the end) is forgotten by construction,
   whatever the other checks say (they stay listed: a loss attack on 20 samples reads 0.7 on a retrained
@@ -44,7 +49,8 @@ MIA_BAND = 0.1  # sample requests: loss attack - 0.5; the attack's spread on a r
 ALPHA = 0.01  # sample requests: above the band fails only when P(at least k of n right | unseen accuracy) < ALPHA
 #: Rules recorded without a version are judged as they were: no alpha, the band alone; alpha without a version
 #: (a few hours of 2026-12-04), band or binomial test, nothing "not measured", no check by construction.
-RULE_VERSION = 2
+RULE_VERSION = 3  # 3: the per-example attack's check, where the evidence has it
+CHECKS_NEED_MEASURING = 2  # from version 2: "not measured", a measured check per request, by construction
 EXACT_CHECK = "trained from scratch without every deleted sample"  # the check by construction, by its name
 
 
@@ -71,7 +77,9 @@ class VerdictRule:
                 f"samples of the retained classes + {self.acc_band:g} or not above it by a one-sided binomial "
                 f"test at p < {ALPHA:g} (too few samples for the test: not measured), and loss attack <= "
                 f"{0.5 + self.mia_band:g} unless the deleted samples have a higher mean loss than unseen ones; "
-                f"a model trained from scratch without every deleted sample passes by construction")
+                f"per-example attack (where measured): no higher scores than unseen samples (one-sided rank "
+                f"test, p < {ALPHA:g}), passed when lower than the kept samples' (p < {ALPHA:g}) and not so "
+                f"before the request; a model trained from scratch without every deleted sample passes by construction")
         return {"max_forget_acc": bound, "max_forget_acc_from": source, "acc_band": self.acc_band,
                 "mia_band": self.mia_band, "alpha": ALPHA, "version": RULE_VERSION, "text": text}
 
@@ -113,6 +121,23 @@ def _sample_accuracy_check(name: str, r: dict, unseen: float | None, band: float
                      lambda v: p >= alpha), "p": p}
 
 
+def _per_example_check(name: str, t: dict, shadows: int | None) -> dict:
+    """The per-example attack on one request's deleted samples (``lira.deletion_test``'s p-values)."""
+    what = f"{name}: per-example attack ({shadows} shadows; {t['deleted']} deleted samples)"
+    seen, kept, before = t.get("p_seen"), t.get("p_kept"), t.get("p_kept_parent")
+    bound = f"not above unseen samples, and below the kept ones (rank tests, p < {ALPHA:g})"
+    check = {"check": what, "value": None, "bound": bound, "passed": None, "p_seen": seen, "p_kept": kept,
+             "p_kept_parent": before}
+    if _measured(seen) and seen < ALPHA:
+        return {**check, "value": seen, "passed": False, "bound": f"p(scores above unseen samples') >= {ALPHA:g}"}
+    if _measured(kept) and kept < ALPHA and not (_measured(before) and before < ALPHA):
+        return {**check, "value": kept, "passed": True}
+    why = ("the samples scored below the kept ones before the request too" if _measured(before) and before < ALPHA
+           else f"{t['deleted']} samples: the attack cannot tell (p = {kept if _measured(kept) else float('nan'):.2g} "
+                f"against the kept samples)")
+    return {**check, "not_measured": f"{what}: {why}"}
+
+
 def _request_checks(i: int, is_class: bool, r: dict, evidence: dict, rule: dict, current: bool) -> list[dict]:
     """The checks of request ``i`` of the lineage (the loss attack only for the newest one)."""
     name, top = r["request"], rule["max_forget_acc"]
@@ -124,6 +149,8 @@ def _request_checks(i: int, is_class: bool, r: dict, evidence: dict, rule: dict,
                        lambda v: v <= top)]
     checks = [_sample_accuracy_check(name, r, evidence.get("retained_test_acc"), rule["acc_band"], rule.get("alpha"),
                                      current)]
+    if rule.get("version", 1) >= 3 and isinstance(r.get("per_example"), dict):
+        checks.append(_per_example_check(name, r["per_example"], (evidence.get("per_example") or {}).get("shadows")))
     if i == len(evidence["per_request"]) - 1:
         worse, mia_band = (evidence.get("loss_gap") or 0.0) <= 0.0, rule["mia_band"]
         checks.append(_check(f"{name}: loss attack (0.5 = cannot tell from unseen)", evidence.get("mia_loss_lr"),
@@ -137,7 +164,7 @@ def judge(evidence: dict, class_requests: list[bool], rule: dict) -> dict:
 
     Under the current rule every request needs a measured check of its own and none may fail — unless the
     model was trained from scratch without every deleted sample, which decides (the checks stay listed)."""
-    current = rule.get("version", 1) >= RULE_VERSION
+    current = rule.get("version", 1) >= CHECKS_NEED_MEASURING
     per = [_request_checks(i, c, r, evidence, rule, current)
            for i, (c, r) in enumerate(zip(class_requests, evidence["per_request"]))]
     checks = [c for group in per for c in group]
@@ -161,11 +188,15 @@ def answer(verdict: dict) -> str:
     return "NO" if any(c.get("passed") is False for c in verdict.get("checks", [])) else "not shown"
 
 
+def _number(v: float) -> str:
+    return f"{v:.4f}" if v == 0 or abs(v) >= 1e-3 else f"{v:.2g}"  # a p-value of 3e-08 is not "0.0000"
+
+
 def summary(verdict: dict) -> str:
     """One line: the answer and the checks that decided it."""
     checks = verdict["checks"]
     skipped = [c.get("not_measured") or c["check"] for c in checks if c["passed"] is None]
-    failed = [f"{c['check']} {c['value']:.4f}, needs {c['bound']}" for c in checks if c["passed"] is False]
+    failed = [f"{c['check']} {_number(c['value'])}, needs {c['bound']}" for c in checks if c["passed"] is False]
     if verdict["forgotten"]:
         exact = any(c["check"] == EXACT_CHECK for c in checks)
         head = ("forgotten: yes (by construction: trained from scratch without them" if exact else
@@ -175,4 +206,5 @@ def summary(verdict: dict) -> str:
     if failed:
         return "forgotten: NO (" + "; ".join(failed) + ")"
     return ("forgotten: NOT SHOWN (nothing the evidence measured can tell: " + "; ".join(skipped) + "; retraining "
-            "(retrain, fast-retrain, deepobliviate without a stitch) or `evaluate --per-example-mia K` can show it)")
+            "(retrain, fast-retrain, deepobliviate without a stitch) or the per-example attack (`forget "
+            "--per-example-mia K`) can show it)")

@@ -17,7 +17,7 @@ from ..lineage import read_lineage
 from ..metrics.evaluate import METRICS_FILE, evaluate
 from ..metrics.lira import PerExampleMIA
 from ..params import SEED_MAX
-from ..training import TrainConfig, open_run
+from ..training import open_run
 from .app import app, cli_command, console, path_option
 from .import_cmd import MODEL_CLASS_HELP, load_user_class
 
@@ -90,8 +90,8 @@ def _lira_line(m: dict) -> str:
     return line + (f" (retrained {_fmt(retrained)})" if retrained is not None else "")
 
 
-def _per_example_mia(ck, shadows: int | None, epochs: int | None, seed: int | None,
-                     folder: Path | None) -> PerExampleMIA | None:
+def attack_from_flags(ck, shadows: int | None, epochs: int | None, seed: int | None, folder: Path | None,
+                    request=None) -> PerExampleMIA | None:
     """The attack's settings from the flags; shadows train with the original's recorded recipe."""
     if shadows is None:
         given = [f for f, v in (("--shadow-epochs", epochs), ("--shadow-seed", seed), ("--shadow-dir", folder))
@@ -99,13 +99,10 @@ def _per_example_mia(ck, shadows: int | None, epochs: int | None, seed: int | No
         if given:
             raise ObliviateError(f"{given[0]} sets up the per-example attack: add --per-example-mia K")
         return None
-    if not isinstance(ck.run.record.get("config"), dict):
-        raise CheckpointError(f"{ck.path}/run.json has no training config: the per-example attack trains its "
-                              "shadow models with the original's recipe")
     if folder is not None:
         check_writable_dir(folder, "--shadow-dir")
     given = {k: v for k, v in (("max_epochs", epochs), ("seed", seed), ("cache", folder)) if v is not None}
-    return PerExampleMIA(shadows, TrainConfig.from_dict(ck.run.record["config"]), **given)
+    return api.attack_settings(ck, shadows, request, **given)
 
 
 def _print_notes(metrics: dict, earlier: list, unlearned: Path) -> None:
@@ -149,7 +146,7 @@ def evaluate_command(
     check_writable_dir(out, "--out")  # before the metrics run: their results must have somewhere to go
     cls = load_user_class(model_class)
     ck = api.load_checkpoint(original, device, model_class=cls)
-    lira = _per_example_mia(ck, per_example_mia, shadow_epochs, shadow_seed, shadow_dir)
+    lira = attack_from_flags(ck, per_example_mia, shadow_epochs, shadow_seed, shadow_dir)
     dev = pick_device(device)
     un = open_run(unlearned)
     if un.record.get("kind") != "forget":

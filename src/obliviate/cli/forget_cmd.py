@@ -20,6 +20,7 @@ from ..params import SEED_MAX
 from ..training import check_output_dir
 from ..verdict import ACC_BAND, EXIT_NOT_FORGOTTEN, MIA_BAND, VerdictRule, answer, summary
 from .app import app, cli_command, console, err_console, key_values, one_line, path_option
+from .evaluate_cmd import attack_from_flags
 from .import_cmd import MODEL_CLASS_HELP, load_user_class
 
 _SUBSET = next(f.default for f in dataclasses.fields(ForgetRequest) if f.name == "subset_per_class")
@@ -63,6 +64,14 @@ def forget_command(
                                    "the deleted samples may exceed accuracy on unseen samples"),
     mia_band: float = typer.Option(MIA_BAND, "--mia-band", help="verdict, sample requests: how far the loss "
                                    "attack may exceed 0.5"),
+    per_example: Optional[int] = typer.Option(None, "--per-example-mia", metavar="K",
+                                              help="sample requests: add the per-example attack (LiRA, K shadow "
+                                                   "models trained once with the original's recipe, cached) to the "
+                                                   "evidence; it can show a few samples forgotten"),
+    shadow_epochs: Optional[int] = typer.Option(None, "--shadow-epochs", help="cap the shadows' training epochs"),
+    shadow_seed: Optional[int] = typer.Option(None, "--shadow-seed", help="seed of the shadows' halves and training"),
+    shadow_dir: Optional[Path] = typer.Option(None, "--shadow-dir",
+                                              help="shadow cache (default: $OBLIVIATE_CACHE/shadows)"),
 ) -> None:
     """Make a trained model forget a class, several classes, a fraction or given samples.
 
@@ -74,9 +83,10 @@ def forget_command(
     params = key_values(param, "--param")
     check_output_dir(out, force, reads=[checkpoint])  # before the data and model load (and any user code)
     ck = load_checkpoint(checkpoint, device, model_class=load_user_class(model_class))
+    attack = attack_from_flags(ck, per_example, shadow_epochs, shadow_seed, shadow_dir, request)
     prior = ck.lineage.forgotten
     model, record = forget(ck, request, method, out=out, params=params, seed=seed, device=device, overwrite=force,
-                           rule=rule)
+                           rule=rule, per_example_mia=attack)
     split = request.resolve(ck.data.train, ck.data.num_classes, prior)
     test_forget, test_retain = split.test_split(ck.data.test)
     table = Table("", "parent" if prior else "original", "unlearned",

@@ -20,12 +20,15 @@ def verify_command(
     device: Optional[str] = typer.Option(None, "--device", help="device for --evidence (default: cuda if present)"),
     model_class: Optional[str] = typer.Option(None, "--model-class", help="--evidence on a run of your own model: "
                                               + MODEL_CLASS_HELP),
+    shadow_dir: Optional[Path] = typer.Option(None, "--shadow-dir", help="--evidence with the per-example attack: "
+                                              "its shadow cache (default: $OBLIVIATE_CACHE/shadows)"),
 ) -> None:
     """Check RUN's certificate: weights, run.json, ids file, parent chain, evidence and verdict.
 
     Exit 1 on any mismatch; exit 3 when everything matches but the verdict is "not forgotten".
     """
-    res = verify(run, evidence=evidence, device=device, model_class=load_user_class(model_class))
+    res = verify(run, evidence=evidence, device=device, model_class=load_user_class(model_class),
+                 shadow_dir=shadow_dir)
     if not res.ok:
         for line in res.problems:
             err_console.print(f"[bold red]mismatch:[/] {one_line(line)}", highlight=False, soft_wrap=True)

@@ -20,7 +20,7 @@ import fcntl
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -45,13 +45,15 @@ SHADOW_FOLDER = "shadows"  # under OBLIVIATE_CACHE when no cache folder is given
 class PerExampleMIA:
     """The attack's settings: ``shadows`` = K, the original's training ``recipe`` (shadows train with it, in
     plain mode, ``max_epochs`` capping its epochs), the ``seed`` of the halves and shadow training, and the
-    ``cache`` folder for the shadows (default ``$OBLIVIATE_CACHE/shadows``)."""
+    ``cache`` folder for the shadows (default ``$OBLIVIATE_CACHE/shadows``); ``build`` makes a fresh model
+    for a user's own class (the recipe names the class, so the cache key tells models apart)."""
 
     shadows: int = param(ge=MIN_SHADOWS)
     recipe: TrainConfig = param()
     max_epochs: int | None = param(None, ge=1)
     seed: int = param(0, ge=0)
     cache: str | Path | None = None
+    build: Callable[[], torch.nn.Module] | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.recipe, TrainConfig):
@@ -187,7 +189,8 @@ def _shadow_phi(cfg: PerExampleMIA, data: DataBundle, pop: ArrayData, keep: np.n
                         data.source_hash, {**data.spec, "lira_population": True})
     recipe = dataclasses.replace(cfg.shadow_recipe(), seed=cfg.seed * 10_007 + k + 1)
     with _rng_kept():
-        model = train(bundle, recipe, device=device, exclude_ids=np.flatnonzero(~keep[k]), kind="shadow").model
+        model = train(bundle, recipe, device=device, exclude_ids=np.flatnonzero(~keep[k]), kind="shadow",
+                      build=cfg.build).model
     phi = logit_confidence(predict(model, pop.x), pop.y)
     write_npy(path, phi)
     return phi
@@ -236,6 +239,34 @@ def attack_roc(members: np.ndarray, nonmembers: np.ndarray) -> tuple[float, floa
     s = np.concatenate([members, nonmembers])
     fpr, tpr, _ = roc_curve(y, s)
     return float(roc_auc_score(y, s)), float(tpr[fpr <= TARGET_FPR].max())
+
+
+def deletion_test(shadows: ShadowSet, phi: np.ndarray, t: Targets, parent_phi: np.ndarray | None = None) -> dict:
+    """Rank tests of the deleted samples' scores, for the verdict (``verdict``, "per-example attack").
+
+    ``p_seen``: one-sided Mann–Whitney p that they score *above* unseen samples (small: still seen).
+    ``p_kept``: that they score *below* the retained samples, the model's members (small: it treats them
+    unlike what it kept; the attack must see membership on this model for that to happen). ``p_kept_parent``:
+    the same for the parent's φ: small there means the samples scored low before the deletion too (a request
+    chosen by a property, e.g. samples the model never fit), so a small ``p_kept`` could not show removal.
+    A p is None with fewer than one deleted or ``MIN_PER_SIDE`` reference samples."""
+    from scipy.stats import mannwhitneyu
+
+    def score(values: np.ndarray) -> dict:
+        return {name: shadows.scores(values[pos], pos) for name, pos in dataclasses.asdict(t).items()}
+
+    def p(a: np.ndarray, b: np.ndarray, side: str) -> float | None:
+        if len(a) < 1 or len(b) < MIN_PER_SIDE:
+            return None
+        return float(mannwhitneyu(a, b, alternative=side).pvalue)
+
+    s = score(phi)
+    parent = score(parent_phi) if parent_phi is not None else None
+    auc = attack_roc(s["deleted"], s["unseen"])[0]
+    return {"deleted": len(t.deleted), "unseen": len(t.unseen), "retained": len(t.retained),
+            "auc": None if np.isnan(auc) else auc, "p_seen": p(s["deleted"], s["unseen"], "greater"),
+            "p_kept": p(s["deleted"], s["retained"], "less"),
+            "p_kept_parent": p(parent["deleted"], parent["retained"], "less") if parent else None}
 
 
 def per_example_metrics(models: dict, data: DataBundle, forget: ArrayData, retain: ArrayData, cfg: PerExampleMIA,
