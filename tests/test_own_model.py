@@ -479,3 +479,18 @@ def test_torch_is_a_lower_bound_so_a_users_pytorch_stays():
     torch_req = next(d for d in deps if d.replace(" ", "").startswith("torch") and not d.startswith("torchvision"))
     assert "==" not in torch_req and ">=2." in torch_req, torch_req
     assert "torch==" in (root / "constraints.txt").read_text()
+
+
+def test_the_per_example_attack_trains_its_shadows_from_the_users_class(user_model, user_data, tmp_path):
+    """Shadows of an imported model are fresh copies of the user's class, trained with its recorded recipe."""
+    ck = obliviate.import_model(user_model, user_data, tmp_path / "imported", train_config=RECIPE)
+    request = ForgetRequest.for_ids(list(range(0, 200, 10)))
+    attack = obliviate.api.attack_settings(ck, 4, request, cache=tmp_path / "shadows", max_epochs=2)
+    assert attack.build is not None
+    model, record = obliviate.forget(ck, request, "retrain", out=tmp_path / "re", per_example_mia=attack)
+    assert type(model.unwrap() if hasattr(model, "unwrap") else model).__name__ == "UserNet"
+    tests = record["evidence"]["per_request"][0]["per_example"]
+    assert tests["deleted"] == 20 and 0.0 <= tests["p_seen"] <= 1.0 and record["evidence"]["per_example"]["shadows"] == 4
+    assert len(list((tmp_path / "shadows").glob("*/phi-*.npy"))) == 4
+    assert obliviate.verify(tmp_path / "re", evidence=True, data=user_data, model_class=UserNet,
+                            shadow_dir=tmp_path / "shadows").ok
