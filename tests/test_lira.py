@@ -243,9 +243,11 @@ def test_study_key_adds_the_attack_to_sample_requests_with_one_shadow_set(tmp_pa
     for r in rows:
         has = r["metrics"].get("lira_auc") is not None
         assert has == (r["request"] != "class 3"), r["request"]
+        assert ("lira_p_kept" in r["metrics"]) == has  # the verdict's rank tests, for sample requests
+        assert r["metrics"]["verdict_yes"] + r["metrics"]["verdict_no"] <= 1.0  # yes, NO, or not shown
     assert len(list((tmp_path / "work" / "shadows").glob("*/phi-*.npy"))) == 4  # both seeds, every method: one set
     res = CliRunner().invoke(app, ["results", "--store", str(tmp_path / "s.sqlite")])
-    assert res.exit_code == 0 and "LiRA AUC" in res.output, res.output
+    assert res.exit_code == 0 and "LiRA AUC" in res.output and "verdict yes" in res.output, res.output
 
 
 @pytest.mark.parametrize("value, message", [

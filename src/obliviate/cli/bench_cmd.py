@@ -18,8 +18,8 @@ from .app import app, cli_command, console, err_console, key_values, path_option
 DATA_ROOT_FORM = "DATASET=PATH, e.g. cifar10=data/cifar10-jpeg.npz"
 
 #: Columns of the terminal table (a terminal is narrow; --all, the CSV and the report have every metric).
-TERMINAL = ("forget_acc", "retain_acc", "test_acc", "backdoor_asr", "lira_auc", "js_to_retrained", "relearn_ain",
-            "seconds", "speedup_vs_retrain", "speedup_vs_fast_retrain")
+TERMINAL = ("forget_acc", "retain_acc", "test_acc", "backdoor_asr", "lira_auc", "verdict_yes", "js_to_retrained",
+            "relearn_ain", "seconds", "speedup_vs_retrain", "speedup_vs_fast_retrain")
 STORE_HELP = f"results store (SQLite file; default {DEFAULT_STORE})"
 
 

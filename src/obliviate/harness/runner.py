@@ -28,6 +28,7 @@ from typing import Any, Iterator
 import torch
 
 from ..backdoor_runs import STUDY_NAMES, plan_backdoor, poisoned
+from ..certificate import by_construction, measure_evidence
 from ..data import DataBundle, DataSpec, ForgetRequest, load_data
 from ..env import now_iso, pick_device, versions
 from ..errors import ObliviateError
@@ -39,6 +40,7 @@ from ..metrics.lira import PerExampleMIA
 from ..models import model_for
 from ..training import TrainConfig, finish_run, open_run, train
 from ..training.checkpoint import RUN_FILE
+from ..verdict import VerdictRule, answer, judge
 from .store import KEY_METRICS, Store
 from .study import PER_EXAMPLE_MIA, PLANT_BACKDOOR, REFERENCE_METHODS, MethodEntry, Study
 from .tuning import GRID, SELECT, tune, tuned_metrics
@@ -364,6 +366,18 @@ def _unlearned(task: Task, bundle: DataBundle, request: ForgetRequest, original,
     return (*run(task.params), None)
 
 
+def verdict_metrics(unlearned, original, bundle: DataBundle, request: ForgetRequest, record: dict,
+                    attack: PerExampleMIA | None, seed: int) -> dict:
+    """The verdict ``forget`` would give this model (default rule, with the study's per-example attack), as
+    1/0 columns so that a table shows the share of seeds; and the attack's p-values (``verdict``)."""
+    evidence = measure_evidence(unlearned, bundle, [request], seed=seed, trained_without=by_construction(record),
+                                attack=attack, parent=original)
+    said = answer(judge(evidence, [bool(request.classes)], VerdictRule().resolve(bundle.num_classes)))
+    tests = evidence["per_request"][0].get("per_example") or {}
+    return {"verdict_yes": float(said == "yes"), "verdict_no": float(said == "NO"),
+            **{f"lira_{k}": tests[k] for k in ("p_seen", "p_kept", "p_kept_parent") if k in tests}}
+
+
 def execute_task(task: Task | dict, store_path: str | Path, work_dir: str | Path, device: str | None = None,
                  write: bool = True) -> dict:
     """Run one task end to end and (with ``write``) commit its row. Returns the row.
@@ -384,13 +398,13 @@ def execute_task(task: Task | dict, store_path: str | Path, work_dir: str | Path
         retrained, retrain_record = ensure_retrain(task, bundle, original, orig_run, work, dev)
         unlearned, record, tuning = _unlearned(task, bundle, request, original, orig_run, retrained,
                                                retrain_record, dev)
+        attack = per_example_mia(task, request, work)
         metrics = evaluate(original, unlearned, bundle, request, retrained=retrained, unlearn_record=record,
                            retrain_record=retrain_record, out=out, figures=task.evaluate.get("figures", True),
-                           seed=task.seed, relearn=task.evaluate.get("relearn", True),
-                           per_example_mia=per_example_mia(task, request, work))
+                           seed=task.seed, relearn=task.evaluate.get("relearn", True), per_example_mia=attack)
         if task.evaluate.get("keep_models"):
             finish_run(out, unlearned, {"kind": "forget", **record})
-        metrics = dict(metrics)
+        metrics = {**metrics, **verdict_metrics(unlearned, original, bundle, request, record, attack, task.seed)}
         ta, tr = metrics.get("test_acc"), metrics.get("test_acc_retrained")
         # DeepObliviate reports accuracy as a share of the retrained model's: keep it comparable
         metrics["test_acc_ratio_to_retrain"] = (ta / tr) if ta is not None and tr else None

@@ -47,11 +47,13 @@ METRICS: dict[str, MetricInfo] = {
     "backdoor_asr": MetricInfo("backdoor ASR", CLOSEST, True),
     "lira_auc": MetricInfo("LiRA AUC", CLOSEST),
     "lira_tpr_at_1fpr": MetricInfo("LiRA TPR@1%FPR", CLOSEST, True),
+    "verdict_yes": MetricInfo("verdict yes", HIGHER, True),
+    "verdict_no": MetricInfo("verdict NO", LOWER, True),
 }
 
 #: Columns of the headline comparison table (those present are shown, in this order).
 HEADLINE = ("forget_acc", "retain_acc", "test_acc", "test_forget_acc", "test_retain_acc", "backdoor_asr", "lira_auc",
-            "lira_tpr_at_1fpr", "mia_*_gap",
+            "lira_tpr_at_1fpr", "verdict_yes", "verdict_no", "mia_*_gap",
             "js_to_retrained", "activation_distance", "zrf", "relearn_ain", "weight_distance_to_retrained",
             "seconds", "speedup_vs_retrain", "speedup_vs_fast_retrain", "tuned_*")
 GROUP = ["study", "dataset", "model", "request"]
