@@ -282,7 +282,7 @@ def _verdict_of(model, known, request, attack):
     from obliviate.certificate import measure_evidence
     from obliviate.verdict import VerdictRule, judge
 
-    ev = measure_evidence(model, known["data"], [request], attack=attack, parent=known["original"])
+    ev = measure_evidence(model, known["data"], [request], attack=attack, original=known["original"])
     return judge(ev, [False], VerdictRule().resolve(10)), ev
 
 
@@ -297,7 +297,7 @@ def test_the_attack_shows_five_memorised_samples_gone_where_accuracy_cannot(know
     retrained = train(data, RECIPE, exclude_ids=data.train.ids[pos].numpy()).model
     verdict, ev = _verdict_of(retrained, known, request, known["cfg"])
     t = ev["per_request"][0]["per_example"]
-    assert t["deleted"] == 5 and t["p_kept"] < 0.01 <= t["p_kept_parent"] and t["p_seen"] >= 0.01
+    assert t["deleted"] == 5 and t["p_kept"] < 0.01 <= t["p_kept_original"] and t["p_seen"] >= 0.01
     assert answer(verdict) == "yes"  # not by construction: the evidence says nothing of how the model was made
     assert [c["passed"] for c in verdict["checks"] if "per-example" in c["check"]] == [True]
     assert answer(_verdict_of(retrained, known, request, None)[0]) == "not shown"
@@ -310,10 +310,10 @@ def test_the_attack_does_not_pass_samples_that_scored_low_before_the_request(kno
     there would pass a no-op, so the check is not measured (the parent's p says so)."""
     from obliviate.verdict import _per_example_check
 
-    low_before = {"deleted": 5, "p_seen": 0.5, "p_kept": 0.001, "p_kept_parent": 0.002}
+    low_before = {"deleted": 5, "p_seen": 0.5, "p_kept": 0.001, "p_kept_original": 0.002}
     check = _per_example_check("5 ids", low_before, 8)
     assert check["passed"] is None and "before the request" in check["not_measured"]
-    assert _per_example_check("5 ids", {**low_before, "p_kept_parent": 0.3}, 8)["passed"] is True
+    assert _per_example_check("5 ids", {**low_before, "p_kept_original": 0.3}, 8)["passed"] is True
     assert _per_example_check("5 ids", {**low_before, "p_seen": 0.001}, 8)["passed"] is False
     assert _per_example_check("5 ids", {**low_before, "p_kept": 0.2}, 8)["passed"] is None
 
@@ -322,7 +322,7 @@ def test_rules_before_version_3_ignore_the_attack(known):
     from obliviate.verdict import judge
 
     ev = {"per_request": [{"request": "5 ids", "size": 5, "forget_acc": 0.0, "per_example":
-                           {"deleted": 5, "p_seen": 0.001, "p_kept": 0.5, "p_kept_parent": 0.5}}],
+                           {"deleted": 5, "p_seen": 0.001, "p_kept": 0.5, "p_kept_original": 0.5}}],
           "retained_test_acc": 0.95, "per_example": {"shadows": 8}}
     rule = {"max_forget_acc": 0.1, "acc_band": 0.05, "mia_band": 0.1, "alpha": 0.01}
     assert judge(ev, [False], {**rule, "version": 3})["checks"][1]["passed"] is False
@@ -361,3 +361,26 @@ def test_forget_cli_refuses_a_bad_attack_before_any_work(cli_runs, tmp_path, fla
                *flags, "--shadow-dir", tmp_path / "s", "--device", "cpu")
     assert res.exit_code == 2 and message in " ".join(res.output.split()), res.output
     assert "Traceback" not in res.output and not (tmp_path / "x" / "model.pt").exists()
+
+
+def test_a_chain_judges_every_request_against_the_original(cli_runs, tmp_path):
+    """The second request's evidence tests the first request's samples too, with the lineage's root (which
+    trained on both) as the no-op reference, not the parent (which had already forgotten the first)."""
+    from obliviate.api import _attack_original, attack_settings, forget, load_checkpoint
+    from obliviate.certificate import verify
+
+    data = load_checkpoint(cli_runs / "original", "cpu").data
+    ids = data.train.ids.tolist()
+    first = ForgetRequest.for_ids(ids[:30])
+    attack = attack_settings(load_checkpoint(cli_runs / "original", "cpu"), 4, first, cache=tmp_path / "s")
+    forget(cli_runs / "original", first, "retrain", out=tmp_path / "a", device="cpu", per_example_mia=attack)
+    _, two = forget(tmp_path / "a", ForgetRequest.for_ids(ids[30:60]), "retrain", out=tmp_path / "b", device="cpu",
+                    per_example_mia=attack)
+    tests = [r["per_example"] for r in two["evidence"]["per_request"]]
+    assert [t["deleted"] for t in tests] == [30, 30] and all(t["p_kept_original"] is not None for t in tests)
+    ck = load_checkpoint(tmp_path / "a", "cpu")
+    reference = _attack_original(ck, attack, "cpu").state_dict()
+    root = load_checkpoint(cli_runs / "original", "cpu").model.state_dict()
+    assert all(torch.equal(reference[k], root[k]) for k in root)
+    assert not all(torch.equal(reference[k], v) for k, v in ck.model.state_dict().items())
+    assert verify(tmp_path / "b", evidence=True, device="cpu", shadow_dir=tmp_path / "s").ok

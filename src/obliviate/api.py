@@ -89,6 +89,17 @@ def _root_model(ck: Checkpoint, device) -> Classifier | None:
         return None  # unlearn says so if the method needs it
 
 
+def _attack_original(ck: Checkpoint, attack: PerExampleMIA | None, device) -> torch.nn.Module | None:
+    """The model that trained on every sample (the lineage's root): the per-example check's no-op reference."""
+    if attack is None or not ck.lineage.forgotten:
+        return ck.model if attack is not None else None
+    root = _root_model(ck, device)
+    if root is None:
+        raise CheckpointError(f"the per-example attack needs the original run {ck.lineage.root}, which cannot be "
+                              "loaded")
+    return root
+
+
 def forget(checkpoint: str | Path | Checkpoint, request: ForgetRequest, method: str = "unsir", *,
            out: str | Path | None = None, params: dict | None = None, seed: int = 0,
            device: str | None = None, overwrite: bool = False, rule: VerdictRule | None = None,
@@ -123,7 +134,7 @@ def forget(checkpoint: str | Path | Checkpoint, request: ForgetRequest, method: 
               "versions": versions(), "finished": now_iso(), **record, "lineage": lineage}
     requests = [ForgetRequest.from_dict(r["request"]) for r in lineage["requests"]]
     evidence = measure_evidence(model, ck.data, requests, seed=0, trained_without=by_construction(record),
-                                attack=attack, parent=ck.model)
+                                attack=attack, original=_attack_original(ck, attack, device))
     verdict = judge(evidence, [bool(r.classes) for r in requests], (rule or VerdictRule()).resolve(ck.data.num_classes))
     if out_path is not None:
         finish_run(out_path, model, record)

@@ -64,13 +64,14 @@ def by_construction(record: dict) -> bool:
 
 def measure_evidence(model: torch.nn.Module, data: DataBundle, requests: list[ForgetRequest], seed: int = 0,
                      trained_without: bool = False, attack: PerExampleMIA | None = None,
-                     parent: torch.nn.Module | None = None) -> dict:
+                     original: torch.nn.Module | None = None) -> dict:
     """Evidence of the last of ``requests`` (applied after the others), on training and held-out data.
 
     Needs no retrained model: accuracy on everything forgotten so far and on the test samples of the
     forgotten / retained classes, per request ("still forgotten"), and the NeurIPS-kit loss attack on
     this request's samples vs unseen test samples (of the same classes for a class request). With
-    ``attack`` (and the ``parent`` model the request was applied to), each sample request also gets the
+    ``attack`` (and the ``original`` model, the root of the lineage that trained on every sample), each sample
+    request also gets the
     per-example attack's rank tests (``lira.deletion_test``); its shadows are trained once and cached.
     """
     train, nc = data.train, data.num_classes
@@ -100,22 +101,24 @@ def measure_evidence(model: torch.nn.Module, data: DataBundle, requests: list[Fo
         if min(len(new.forget_pos), len(unseen) if unseen is not None else 0) >= MIA_MIN else None,
         "loss_gap": _loss_gap(model, new.forget(train), unseen),
         "per_request": per_request, "seed": seed, "by_construction": bool(trained_without),
-        **(_per_example(model, parent, data, requests, sets, everything, attack, seed, per_request) if attack else {}),
+        **(_per_example(model, original, data, requests, sets, everything, attack, seed, per_request)
+           if attack else {}),
     }
 
 
-def _per_example(model, parent, data: DataBundle, requests: list[ForgetRequest], sets: list, everything: Forgotten,
+def _per_example(model, original, data: DataBundle, requests: list[ForgetRequest], sets: list, everything: Forgotten,
                  attack: PerExampleMIA, seed: int, per_request: list[dict]) -> dict:
     """Adds each sample request's ``per_example`` tests to ``per_request``; returns the attack's settings."""
-    if parent is None:
-        raise ObliviateError("the per-example evidence needs the parent model (the one the request was applied to)")
+    if original is None:
+        raise ObliviateError("the per-example evidence needs the original model (the lineage's root)")
     shadows = shadow_set(attack, data, next(model.parameters()).device)
-    phi, parent_phi = target_phi(model, data), target_phi(parent.eval(), data)
+    phi, original_phi = target_phi(model, data), target_phi(original.eval(), data)
     retain = data.train.subset(np.flatnonzero(~everything.mask(data.train)))
     for entry, r, s in zip(per_request, requests, sets):
         if not r.classes:
             deleted = data.train.subset(np.flatnonzero(s.mask(data.train)))
-            entry["per_example"] = deletion_test(shadows, phi, target_samples(data, deleted, retain, seed), parent_phi)
+            targets = target_samples(data, deleted, retain, seed)
+            entry["per_example"] = deletion_test(shadows, phi, targets, original_phi)
     return {"per_example": {"shadows": attack.shadows, "seed": attack.seed, "max_epochs": attack.max_epochs,
                             "shadow_key": shadows.key}}
 
@@ -355,9 +358,9 @@ def _verify_evidence(res: VerifyResult, run: Path, cert: dict, device: str | Non
     requests = [ForgetRequest.from_dict(r["request"]) for r in record["lineage"]["requests"]]
     model = open_run(run).load_model(pick_device(device), model_class)
     attack = _recorded_attack(cert["evidence"], record, model, shadow_dir)
-    parent = open_run(record["parent"]).load_model(pick_device(device), model_class) if attack else None
+    original = open_run(record["original"]).load_model(pick_device(device), model_class) if attack else None
     now = measure_evidence(model, data, requests, seed=cert["evidence"].get("seed", 0),
-                           trained_without=by_construction(record), attack=attack, parent=parent)
+                           trained_without=by_construction(record), attack=attack, original=original)
     for key, then, value in _differences(cert["evidence"], now):
         res.fail(f"{run}: evidence {key} is {value} now, the certificate says {then}")
     res.checked.append(f"evidence of {run}")

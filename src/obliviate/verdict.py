@@ -19,7 +19,7 @@ answer and is written next to it, so anyone can re-check the answer from the evi
 * sample request with the per-example attack (``forget --per-example-mia K``; rule version 3): fails when
   the deleted samples score as members *above* unseen samples (one-sided rank test, p < ``ALPHA``); passes
   when they score *below* the samples the model kept (p < ``ALPHA``) and did not already before the request
-  (the parent's scores; else a no-op could pass). Otherwise not measured: the attack cannot tell. Unlike
+  (the original's scores; else a no-op could pass). Otherwise not measured: the attack cannot tell. Unlike
   accuracy it can show a few memorable samples gone, since each sample is calibrated by its own shadows.
 * any request: a model trained from scratch without every deleted sample (``by_construction`` in the
   evidence: retrain, fast-retrain, DeepObliviate when it retrained to the end) is forgotten by construction,
@@ -124,10 +124,10 @@ def _sample_accuracy_check(name: str, r: dict, unseen: float | None, band: float
 def _per_example_check(name: str, t: dict, shadows: int | None) -> dict:
     """The per-example attack on one request's deleted samples (``lira.deletion_test``'s p-values)."""
     what = f"{name}: per-example attack ({shadows} shadows; {t['deleted']} deleted samples)"
-    seen, kept, before = t.get("p_seen"), t.get("p_kept"), t.get("p_kept_parent")
+    seen, kept, before = t.get("p_seen"), t.get("p_kept"), t.get("p_kept_original")
     bound = f"not above unseen samples, and below the kept ones (rank tests, p < {ALPHA:g})"
     check = {"check": what, "value": None, "bound": bound, "passed": None, "p_seen": seen, "p_kept": kept,
-             "p_kept_parent": before}
+             "p_kept_original": before}
     if _measured(seen) and seen < ALPHA:
         return {**check, "value": seen, "passed": False, "bound": f"p(scores above unseen samples') >= {ALPHA:g}"}
     if _measured(kept) and kept < ALPHA and not (_measured(before) and before < ALPHA):

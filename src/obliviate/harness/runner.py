@@ -371,11 +371,11 @@ def verdict_metrics(unlearned, original, bundle: DataBundle, request: ForgetRequ
     """The verdict ``forget`` would give this model (default rule, with the study's per-example attack), as
     1/0 columns so that a table shows the share of seeds; and the attack's p-values (``verdict``)."""
     evidence = measure_evidence(unlearned, bundle, [request], seed=seed, trained_without=by_construction(record),
-                                attack=attack, parent=original)
+                                attack=attack, original=original)
     said = answer(judge(evidence, [bool(request.classes)], VerdictRule().resolve(bundle.num_classes)))
     tests = evidence["per_request"][0].get("per_example") or {}
     return {"verdict_yes": float(said == "yes"), "verdict_no": float(said == "NO"),
-            **{f"lira_{k}": tests[k] for k in ("p_seen", "p_kept", "p_kept_parent") if k in tests}}
+            **{f"lira_{k}": tests[k] for k in ("p_seen", "p_kept", "p_kept_original") if k in tests}}
 
 
 def execute_task(task: Task | dict, store_path: str | Path, work_dir: str | Path, device: str | None = None,

@@ -241,14 +241,15 @@ def attack_roc(members: np.ndarray, nonmembers: np.ndarray) -> tuple[float, floa
     return float(roc_auc_score(y, s)), float(tpr[fpr <= TARGET_FPR].max())
 
 
-def deletion_test(shadows: ShadowSet, phi: np.ndarray, t: Targets, parent_phi: np.ndarray | None = None) -> dict:
+def deletion_test(shadows: ShadowSet, phi: np.ndarray, t: Targets, original_phi: np.ndarray | None = None) -> dict:
     """Rank tests of the deleted samples' scores, for the verdict (``verdict``, "per-example attack").
 
     ``p_seen``: one-sided Mann–Whitney p that they score *above* unseen samples (small: still seen).
     ``p_kept``: that they score *below* the retained samples, the model's members (small: it treats them
-    unlike what it kept; the attack must see membership on this model for that to happen). ``p_kept_parent``:
-    the same for the parent's φ: small there means the samples scored low before the deletion too (a request
-    chosen by a property, e.g. samples the model never fit), so a small ``p_kept`` could not show removal.
+    unlike what it kept; the attack must see membership on this model for that to happen). ``p_kept_original``:
+    the same for the original's φ (the model that trained on them): small there means the samples scored low
+    before any deletion (a request chosen by a property, e.g. samples the model never fit), so a small
+    ``p_kept`` could not show removal.
     A p is None with fewer than one deleted or ``MIN_PER_SIDE`` reference samples."""
     from scipy.stats import mannwhitneyu
 
@@ -261,12 +262,12 @@ def deletion_test(shadows: ShadowSet, phi: np.ndarray, t: Targets, parent_phi: n
         return float(mannwhitneyu(a, b, alternative=side).pvalue)
 
     s = score(phi)
-    parent = score(parent_phi) if parent_phi is not None else None
+    before = score(original_phi) if original_phi is not None else None
     auc = attack_roc(s["deleted"], s["unseen"])[0]
     return {"deleted": len(t.deleted), "unseen": len(t.unseen), "retained": len(t.retained),
             "auc": None if np.isnan(auc) else auc, "p_seen": p(s["deleted"], s["unseen"], "greater"),
             "p_kept": p(s["deleted"], s["retained"], "less"),
-            "p_kept_parent": p(parent["deleted"], parent["retained"], "less") if parent else None}
+            "p_kept_original": p(before["deleted"], before["retained"], "less") if before else None}
 
 
 def per_example_metrics(models: dict, data: DataBundle, forget: ArrayData, retain: ArrayData, cfg: PerExampleMIA,
