@@ -14,6 +14,7 @@ from ..data.sources import SOURCES
 from ..data.splits import resolve_root
 from ..errors import ObliviateError
 from ..models import MODELS
+from ..models.foreign import construct
 from ..training import TrainConfig, check_output_dir, train
 from .app import app, cli_command, console, one_line, path_option
 from .import_cmd import MODEL_CLASS_HELP, load_user_class, parse_model_args
@@ -111,11 +112,7 @@ def _users_net(model_class: str | None, model_arg: list[str] | None, model: str)
     if model != _CFG.model:
         raise ObliviateError(f"--model {model} and --model-class {model_class}: choose one")
     cls, args = load_user_class(model_class), parse_model_args(model_arg)
-    try:
-        return cls(**args), args
-    except Exception as exc:  # the user's constructor: theirs to see, in one line
-        raise ObliviateError(f"--model-class {model_class}: building it with {args} failed: "
-                             f"{type(exc).__name__}: {exc}") from None
+    return construct(cls, args, what=f"--model-class {model_class}"), args
 
 
 def check_backdoor_options(n: int | None, target: int | None, block: int | None) -> None:

@@ -256,13 +256,20 @@ def load_state(net: nn.Module, state: dict, what: str) -> None:
     net.load_state_dict(state)
 
 
+def construct(model_class: Callable[..., nn.Module], args: dict, error: type[Exception] = ObliviateError,
+              what: str | None = None, hint: str = "") -> nn.Module:
+    """``model_class(**args)``: an error in the user's constructor is theirs to see, as one line naming the
+    class (or ``what``), the arguments and ``hint``."""
+    try:
+        return model_class(**args)
+    except Exception as exc:  # any error of the user's code
+        name = what or f"{getattr(model_class, '__module__', '?')}:{getattr(model_class, '__qualname__', model_class)}"
+        raise error(f"building {name} with {args} failed: {type(exc).__name__}: {exc}{hint}") from None
+
+
 def build_user_model(model_class: Callable[..., nn.Module], args: dict, state: dict, where: str) -> nn.Module:
     """``model_class(**args)`` holding the weights ``state`` read from ``where``; one line for either failure."""
-    try:
-        net = model_class(**args)
-    except Exception as exc:  # the user's constructor: any error is theirs to see in one line
-        name = f"{getattr(model_class, '__module__', '?')}:{getattr(model_class, '__qualname__', model_class)}"
-        raise CheckpointError(f"building {name}(**{args}) failed: {type(exc).__name__}: {exc}") from None
+    net = construct(model_class, args, CheckpointError)
     load_state(net, state, f"the weights in {where}")
     return net
 

@@ -29,7 +29,7 @@ from ..errors import CheckpointError, ObliviateError
 from ..finite import require_finite
 from ..io import config_hash
 from ..models import MODELS, Classifier, model_for
-from ..models.foreign import FOREIGN_PREFIX, ForeignClassifier, adopt
+from ..models.foreign import FOREIGN_PREFIX, ForeignClassifier, adopt, construct
 from ..params import OPTIMIZERS, SCHEDULES, SEED_MAX, check_fields, param
 from .accuracy import accuracy
 from .checkpoint import (  # noqa: F401  (methods import the run-folder readers from here)
@@ -276,11 +276,8 @@ def _users_model(net: torch.nn.Module, data, cfg: TrainConfig, args: dict | None
         raise ObliviateError(f"train(net=...) is for your own model; for obliviate's {net.spec.name!r} set "
                              "TrainConfig(model=...) instead")
     cls, args = type(net), dict(args or {})
-    try:
-        again = cls(**args)
-    except Exception as exc:  # the user's constructor: theirs to see, in one line
-        raise ObliviateError(f"train: {cls.__name__}(**{args}) fails ({type(exc).__name__}: {exc}); pass "
-                             "model_args, the keyword arguments net was built with") from None
+    again = construct(cls, args, what=f"train: {cls.__name__}",
+                      hint="; pass model_args, the keyword arguments net was built with")
     mine, theirs = net.state_dict(), again.state_dict() if isinstance(again, torch.nn.Module) else {}
     if {k: tuple(v.shape) for k, v in mine.items()} != {k: tuple(v.shape) for k, v in theirs.items()}:
         raise ObliviateError(f"train: {cls.__name__}(**{args}) builds another model than net (other weights or "
