@@ -366,7 +366,7 @@ def test_forget_cli_refuses_a_bad_attack_before_any_work(cli_runs, tmp_path, fla
 def test_a_chain_judges_every_request_against_the_original(cli_runs, tmp_path):
     """The second request's evidence tests the first request's samples too, with the lineage's root (which
     trained on both) as the no-op reference, not the parent (which had already forgotten the first)."""
-    from obliviate.api import _attack_original, attack_settings, forget, load_checkpoint
+    from obliviate.api import _noop_original, attack_settings, forget, load_checkpoint
     from obliviate.certificate import verify
 
     data = load_checkpoint(cli_runs / "original", "cpu").data
@@ -379,7 +379,7 @@ def test_a_chain_judges_every_request_against_the_original(cli_runs, tmp_path):
     tests = [r["per_example"] for r in two["evidence"]["per_request"]]
     assert [t["deleted"] for t in tests] == [30, 30] and all(t["p_kept_original"] is not None for t in tests)
     ck = load_checkpoint(tmp_path / "a", "cpu")
-    reference = _attack_original(ck, attack, "cpu").state_dict()
+    reference = _noop_original(ck, [first], attack, "cpu").state_dict()
     root = load_checkpoint(cli_runs / "original", "cpu").model.state_dict()
     assert all(torch.equal(reference[k], root[k]) for k in root)
     assert not all(torch.equal(reference[k], v) for k, v in ck.model.state_dict().items())

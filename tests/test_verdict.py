@@ -21,16 +21,20 @@ def _run(*args):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
-def _evidence(per_request, unseen=0.9, mia=0.5, loss_gap=0.1):
-    return {"per_request": per_request, "retained_test_acc": unseen, "mia_loss_lr": mia, "loss_gap": loss_gap}
+def _evidence(per_request, unseen=0.9, mia=0.5, loss_gap=0.1, original=None):
+    """Evidence as ``measure_evidence`` writes it; the original (no-op reference) memorised the samples and the
+    attack saw them, unless ``original`` says otherwise."""
+    noop = {"retained_test_acc": unseen, "mia_loss_lr": 0.9 if mia is not None else None, "loss_gap": 0.5}
+    return {"per_request": per_request, "retained_test_acc": unseen, "mia_loss_lr": mia, "loss_gap": loss_gap,
+            "original": {**noop, **(original or {})}}
 
 
 def _cls(acc, test_acc, name="classes 1"):
     return {"request": name, "forget_acc": acc, "test_forget_acc": test_acc}
 
 
-def _ids(acc, name="50 ids"):
-    return {"request": name, "forget_acc": acc, "test_forget_acc": None}
+def _ids(acc, name="50 ids", original_acc=1.0):
+    return {"request": name, "forget_acc": acc, "test_forget_acc": None, "original_forget_acc": original_acc}
 
 
 RULE = VerdictRule().resolve(10)
@@ -86,6 +90,46 @@ def test_deleted_samples_are_judged_by_a_binomial_test_and_too_few_are_not_shown
     for broken in ({**_ids(float("nan")), "size": 5}, {**_ids(1.0), "size": "5"}):  # never a crash
         assert judge(_evidence([broken], mia=None), [False], RULE)["checks"][0]["passed"] in (None, False)
     assert judge(_evidence([_ids(0.5)], unseen=float("nan"), mia=None), [False], RULE)["checks"][0]["passed"] is None
+
+
+def test_a_sample_check_the_original_passes_too_is_not_measured():
+    """Rule 4 (measured: a no-op on 100 random samples of a model that does not memorise was certified): accuracy
+    at the unseen level and a blind attack show nothing where the original, which trained on the samples, shows
+    them too; a check the original fails still counts, and rules before version 4 are judged as they were."""
+    blind = {"mia_loss_lr": 0.52, "loss_gap": 0.01}
+    noop = judge(_evidence([{**_ids(0.75, "100 ids", original_acc=0.76), "size": 100}], unseen=0.8, mia=0.53,
+                           original={**blind, "retained_test_acc": 0.8}), [False], RULE)
+    assert answer(noop) == "not shown" and [c["passed"] for c in noop["checks"]] == [None, None]
+    assert "original model, which trained on them, passes it too (0.76)" in summary(noop), summary(noop)
+    assert answer(judge(_evidence([{**_ids(0.75, "100 ids", original_acc=0.76), "size": 100}], unseen=0.8, mia=0.53,
+                                  original=blind), [False], {**RULE, "version": 3})) == "yes"
+    # the original memorised them (100/100 at 0.8 unseen) and the attack saw them: both checks count
+    done = judge(_evidence([{**_ids(0.78, "100 ids"), "size": 100}], unseen=0.8, mia=0.53), [False], RULE)
+    assert answer(done) == "yes" and [c["passed"] for c in done["checks"]] == [True, True]
+    # only the attack tells the original's samples apart: it alone shows the deletion
+    one = judge(_evidence([{**_ids(0.78, "100 ids", original_acc=0.82), "size": 100}], unseen=0.8, mia=0.53),
+                [False], RULE)
+    assert answer(one) == "yes" and [c["passed"] for c in one["checks"]] == [None, True]
+    # no original in the evidence (its run could not be loaded): nothing shown, never "yes" by default
+    gone = _evidence([{**_ids(0.78, "100 ids"), "size": 100}], unseen=0.8, mia=0.53)
+    del gone["original"], gone["per_request"][0]["original_forget_acc"]
+    assert answer(judge(gone, [False], RULE)) == "not shown" and "not measured on the original" in summary(
+        judge(gone, [False], RULE))
+
+
+def test_a_no_op_on_samples_the_model_never_memorised_is_not_certified(digits_run):
+    """On digits the original's accuracy on 5 % of its training samples is at the unseen level's ceiling and the
+    loss attack reads ~0.5 on it: a fine-tune that changes nothing passed both checks under rule 3 and was
+    certified; now it is NOT SHOWN, while retraining stays forgotten by construction."""
+    request = obliviate.ForgetRequest.for_fraction(0.05)
+    _, noop = obliviate.forget(digits_run.run.path, request, "finetune", params={"lr": 1e-9, "epochs": 0.01},
+                               device="cpu")
+    evidence = noop["evidence"]
+    assert evidence["per_request"][0]["original_forget_acc"] == evidence["per_request"][0]["forget_acc"]
+    assert answer(noop["verdict"]) == "not shown", summary(noop["verdict"])
+    assert answer(judge(evidence, [False], {**RULE, "version": 3})) == "yes"  # the hole rule 4 closes
+    _, exact = obliviate.forget(digits_run.run.path, request, "retrain", device="cpu")
+    assert answer(exact["verdict"]) == "yes" and exact["evidence"]["original"] == evidence["original"]
 
 
 def test_exact_deletion_of_three_samples_is_forgotten_and_a_no_op_is_not_shown(digits_run, tmp_path):

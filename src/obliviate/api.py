@@ -89,12 +89,17 @@ def _root_model(ck: Checkpoint, device) -> Classifier | None:
         return None  # unlearn says so if the method needs it
 
 
-def _attack_original(ck: Checkpoint, attack: PerExampleMIA | None, device) -> torch.nn.Module | None:
-    """The model that trained on every sample (the lineage's root): the per-example check's no-op reference."""
-    if attack is None or not ck.lineage.forgotten:
-        return ck.model if attack is not None else None
+def _noop_original(ck: Checkpoint, requests: list[ForgetRequest], attack: PerExampleMIA | None,
+                   device) -> torch.nn.Module | None:
+    """The model that trained on every sample (the lineage's root): the sample checks' no-op reference. None for
+    class requests only; None too when it cannot be loaded (its checks are then not measured) unless the
+    per-example attack needs it."""
+    if all(r.classes for r in requests):
+        return None
+    if not ck.lineage.forgotten:
+        return ck.model  # unlearn worked on a copy
     root = _root_model(ck, device)
-    if root is None:
+    if root is None and attack is not None:
         raise CheckpointError(f"the per-example attack needs the original run {ck.lineage.root}, which cannot be "
                               "loaded")
     return root
@@ -134,7 +139,7 @@ def forget(checkpoint: str | Path | Checkpoint, request: ForgetRequest, method: 
               "versions": versions(), "finished": now_iso(), **record, "lineage": lineage}
     requests = [ForgetRequest.from_dict(r["request"]) for r in lineage["requests"]]
     evidence = measure_evidence(model, ck.data, requests, seed=0, trained_without=by_construction(record),
-                                attack=attack, original=_attack_original(ck, attack, device))
+                                attack=attack, original=_noop_original(ck, requests, attack, device))
     verdict = judge(evidence, [bool(r.classes) for r in requests], (rule or VerdictRule()).resolve(ck.data.num_classes))
     if out_path is not None:
         finish_run(out_path, model, record)

@@ -69,10 +69,12 @@ def measure_evidence(model: torch.nn.Module, data: DataBundle, requests: list[Fo
 
     Needs no retrained model: accuracy on everything forgotten so far and on the test samples of the
     forgotten / retained classes, per request ("still forgotten"), and the NeurIPS-kit loss attack on
-    this request's samples vs unseen test samples (of the same classes for a class request). With
-    ``attack`` (and the ``original`` model, the root of the lineage that trained on every sample), each sample
-    request also gets the
-    per-example attack's rank tests (``lira.deletion_test``); its shadows are trained once and cached.
+    this request's samples vs unseen test samples (of the same classes for a class request). Given the
+    ``original`` model (the root of the lineage, which trained on every sample), a lineage with a sample request
+    also gets the same accuracy and attack on the original (``original_forget_acc``, ``original``): the verdict's
+    no-op reference, since a check the original passes too cannot tell a deletion from none. With ``attack``
+    (which needs ``original``), each sample request also gets the per-example attack's rank tests
+    (``lira.deletion_test``); its shadows are trained once and cached.
     """
     train, nc = data.train, data.num_classes
     sets = [Forgotten.of(r, train, nc) for r in requests]
@@ -91,19 +93,37 @@ def measure_evidence(model: torch.nn.Module, data: DataBundle, requests: list[Fo
                             "forget_acc": _num(accuracy(model, train.subset(deleted))),
                             "test_forget_acc": _num(accuracy(model, _test_part(data, r.classes, True)))
                             if r.classes else None})
+    noop = (_noop_reference(original, data, requests, sets, per_request, new, unseen, everything, seed)
+            if original is not None and not all(r.classes for r in requests) else {})
     return {
         "forget_acc": _num(accuracy(model, train.subset(np.flatnonzero(everything.mask(train))))),
         "request_forget_acc": _num(accuracy(model, new.forget(train))),
         "test_forget_acc": _num(accuracy(model, _test_part(data, everything.classes, True)))
         if everything.classes else None,
         "retained_test_acc": _num(accuracy(model, _test_part(data, everything.classes, False))),
-        "mia_loss_lr": _num(mia_loss_lr(model, new.forget(train), unseen, seed=seed))
-        if min(len(new.forget_pos), len(unseen) if unseen is not None else 0) >= MIA_MIN else None,
+        "mia_loss_lr": _num(mia_loss_lr(model, new.forget(train), unseen, seed=seed)) if _attack_fits(new, unseen)
+        else None,
         "loss_gap": _loss_gap(model, new.forget(train), unseen),
-        "per_request": per_request, "seed": seed, "by_construction": bool(trained_without),
+        "per_request": per_request, "seed": seed, "by_construction": bool(trained_without), **noop,
         **(_per_example(model, original, data, requests, sets, everything, attack, seed, per_request)
            if attack else {}),
     }
+
+
+def _noop_reference(original, data: DataBundle, requests: list[ForgetRequest], sets: list, per_request: list[dict],
+                    new, unseen, everything: Forgotten, seed: int) -> dict:
+    """The sample checks' numbers on the ``original`` (which saw every sample): each sample request's
+    ``original_forget_acc`` is added to ``per_request``; returns the ``original`` entry (unseen accuracy, attack)."""
+    original = original.eval()
+    train = data.train
+    for entry, r, s in zip(per_request, requests, sets):
+        if not r.classes:
+            entry["original_forget_acc"] = _num(accuracy(original, train.subset(np.flatnonzero(s.mask(train)))))
+    forget = new.forget(train)
+    return {"original": {
+        "retained_test_acc": _num(accuracy(original, _test_part(data, everything.classes, False))),
+        "mia_loss_lr": _num(mia_loss_lr(original, forget, unseen, seed=seed)) if _attack_fits(new, unseen) else None,
+        "loss_gap": _loss_gap(original, forget, unseen)}}
 
 
 def _per_example(model, original, data: DataBundle, requests: list[ForgetRequest], sets: list, everything: Forgotten,
@@ -121,6 +141,10 @@ def _per_example(model, original, data: DataBundle, requests: list[ForgetRequest
             entry["per_example"] = deletion_test(shadows, phi, targets, original_phi)
     return {"per_example": {"shadows": attack.shadows, "seed": attack.seed, "max_epochs": attack.max_epochs,
                             "shadow_key": shadows.key}}
+
+
+def _attack_fits(new, unseen) -> bool:
+    return min(len(new.forget_pos), len(unseen) if unseen is not None else 0) >= MIA_MIN
 
 
 def _loss_gap(model: torch.nn.Module, forget, unseen) -> float | None:
@@ -358,7 +382,8 @@ def _verify_evidence(res: VerifyResult, run: Path, cert: dict, device: str | Non
     requests = [ForgetRequest.from_dict(r["request"]) for r in record["lineage"]["requests"]]
     model = open_run(run).load_model(pick_device(device), model_class)
     attack = _recorded_attack(cert["evidence"], record, model, shadow_dir)
-    original = open_run(record["original"]).load_model(pick_device(device), model_class) if attack else None
+    noop = attack is not None or "original" in cert["evidence"]  # the no-op reference was measured: measure it again
+    original = open_run(record["original"]).load_model(pick_device(device), model_class) if noop else None
     now = measure_evidence(model, data, requests, seed=cert["evidence"].get("seed", 0),
                            trained_without=by_construction(record), attack=attack, original=original)
     for key, then, value in _differences(cert["evidence"], now):

@@ -21,6 +21,10 @@ answer and is written next to it, so anyone can re-check the answer from the evi
   when they score *below* the samples the model kept (p < ``ALPHA``) and did not already before the request
   (the original's scores; else a no-op could pass). Otherwise not measured: the attack cannot tell. Unlike
   accuracy it can show a few memorable samples gone, since each sample is calibrated by its own shadows.
+* sample request, any check (rule version 4): a check passes only if the original model, which trained on the
+  samples, would have failed it (``original`` in the evidence); where the original passes too, the check cannot
+  tell this deletion from none and is *not measured*. Measured: on a model that does not memorise, 100 random
+  samples are recognised no better than unseen ones by the original itself, and a no-op was certified.
 * any request: a model trained from scratch without every deleted sample (``by_construction`` in the
   evidence: retrain, fast-retrain, DeepObliviate when it retrained to the end) is forgotten by construction,
   whatever the other checks say (they stay listed: a loss attack on 20 samples reads 0.7 on a retrained
@@ -49,7 +53,8 @@ MIA_BAND = 0.1  # sample requests: loss attack - 0.5; the attack's spread on a r
 ALPHA = 0.01  # sample requests: above the band fails only when P(at least k of n right | unseen accuracy) < ALPHA
 #: Rules recorded without a version are judged as they were: no alpha, the band alone; alpha without a version
 #: (a few hours of 2026-12-04), band or binomial test, nothing "not measured", no check by construction.
-RULE_VERSION = 3  # 3: the per-example attack's check, where the evidence has it
+RULE_VERSION = 4  # 3: the per-example attack's check, where the evidence has it; 4: the no-op guard
+NOOP_GUARD = 4  # from version 4: a sample check the original passes too is not measured
 CHECKS_NEED_MEASURING = 2  # from version 2: "not measured", a measured check per request, by construction
 EXACT_CHECK = "trained from scratch without every deleted sample"  # the check by construction, by its name
 
@@ -79,7 +84,9 @@ class VerdictRule:
                 f"{0.5 + self.mia_band:g} unless the deleted samples have a higher mean loss than unseen ones; "
                 f"per-example attack (where measured): no higher scores than unseen samples (one-sided rank "
                 f"test, p < {ALPHA:g}), passed when lower than the kept samples' (p < {ALPHA:g}) and not so "
-                f"before the request; a model trained from scratch without every deleted sample passes by construction")
+                f"before the request; a sample check the original model passes too is not measured (it cannot tell a "
+                f"deletion from none); a model trained from scratch without every deleted sample passes by "
+                f"construction")
         return {"max_forget_acc": bound, "max_forget_acc_from": source, "acc_band": self.acc_band,
                 "mia_band": self.mia_band, "alpha": ALPHA, "version": RULE_VERSION, "text": text}
 
@@ -138,25 +145,58 @@ def _per_example_check(name: str, t: dict, shadows: int | None) -> dict:
     return {**check, "not_measured": f"{what}: {why}"}
 
 
-def _request_checks(i: int, is_class: bool, r: dict, evidence: dict, rule: dict, current: bool) -> list[dict]:
-    """The checks of request ``i`` of the lineage (the loss attack only for the newest one)."""
-    name, top = r["request"], rule["max_forget_acc"]
-    if is_class:
-        which = "these classes" if "," in name else "the class"
-        return [_check(f"{name}: accuracy on the deleted training samples", r["forget_acc"], f"<= {top:.4g}",
-                       lambda v: v <= top),
-                _check(f"{name}: accuracy on held-out samples of {which}", r["test_forget_acc"], f"<= {top:.4g}",
-                       lambda v: v <= top)]
-    checks = [_sample_accuracy_check(name, r, evidence.get("retained_test_acc"), rule["acc_band"], rule.get("alpha"),
-                                     current)]
+def _loss_attack_check(name: str, numbers: dict, mia_band: float) -> dict:
+    """The newest sample request's loss attack, one-sided: passes where the deleted samples fit worse."""
+    worse = (numbers.get("loss_gap") or 0.0) <= 0.0
+    return _check(f"{name}: loss attack (0.5 = cannot tell from unseen)", numbers.get("mia_loss_lr"),
+                  f"<= {0.5 + mia_band:g}, or the deleted samples fit worse than unseen ones",
+                  lambda v: v <= 0.5 + mia_band or worse)
+
+
+def _against_noop(check: dict, on_original: dict | None) -> dict:
+    """A passed sample check counts only if the original (which saw the samples) would have failed it."""
+    if check["passed"] is not True:
+        return check
+    if on_original is None or on_original["passed"] is None:
+        why = "not measured on the original model, so it cannot show that it tells a deletion from none"
+    elif on_original["passed"] is False:
+        return check
+    else:
+        seen = on_original.get("value")
+        why = (f"the original model, which trained on them, passes it too"
+               f"{f' ({seen:.4g})' if _measured(seen) else ''}: it cannot tell this deletion from none")
+    return {**check, "passed": None, "not_measured": f"{check['check']}: {why}"}
+
+
+def _sample_checks(i: int, name: str, r: dict, evidence: dict, rule: dict, current: bool) -> list[dict]:
+    """Accuracy, the per-example attack (where measured) and, for the newest request, the loss attack; from
+    version 4 each of the first and last against the same check on the original (``_against_noop``)."""
+    band, alpha, noop = rule["acc_band"], rule.get("alpha"), evidence.get("original")
+    guard = rule.get("version", 1) >= NOOP_GUARD
+    before = (_sample_accuracy_check(name, {**r, "forget_acc": r.get("original_forget_acc")},
+                                     noop.get("retained_test_acc"), band, alpha, current)
+              if isinstance(noop, dict) and _measured(r.get("original_forget_acc")) else None)
+    check = _sample_accuracy_check(name, r, evidence.get("retained_test_acc"), band, alpha, current)
+    checks = [_against_noop(check, before) if guard else check]
     if rule.get("version", 1) >= 3 and isinstance(r.get("per_example"), dict):
         checks.append(_per_example_check(name, r["per_example"], (evidence.get("per_example") or {}).get("shadows")))
     if i == len(evidence["per_request"]) - 1:
-        worse, mia_band = (evidence.get("loss_gap") or 0.0) <= 0.0, rule["mia_band"]
-        checks.append(_check(f"{name}: loss attack (0.5 = cannot tell from unseen)", evidence.get("mia_loss_lr"),
-                             f"<= {0.5 + mia_band:g}, or the deleted samples fit worse than unseen ones",
-                             lambda v: v <= 0.5 + mia_band or worse))
+        check = _loss_attack_check(name, evidence, rule["mia_band"])
+        before = _loss_attack_check(name, noop, rule["mia_band"]) if isinstance(noop, dict) else None
+        checks.append(_against_noop(check, before) if guard else check)
     return checks
+
+
+def _request_checks(i: int, is_class: bool, r: dict, evidence: dict, rule: dict, current: bool) -> list[dict]:
+    """The checks of request ``i`` of the lineage (the loss attack only for the newest one)."""
+    name, top = r["request"], rule["max_forget_acc"]
+    if not is_class:
+        return _sample_checks(i, name, r, evidence, rule, current)
+    which = "these classes" if "," in name else "the class"
+    return [_check(f"{name}: accuracy on the deleted training samples", r["forget_acc"], f"<= {top:.4g}",
+                   lambda v: v <= top),
+            _check(f"{name}: accuracy on held-out samples of {which}", r["test_forget_acc"], f"<= {top:.4g}",
+                   lambda v: v <= top)]
 
 
 def judge(evidence: dict, class_requests: list[bool], rule: dict) -> dict:
