@@ -98,11 +98,19 @@ def main() -> None:
                     "delete those (default: delete one random sample)")
     ap.add_argument("--backdoor-block", type=int, default=None, help="the block (1..B) holding the trigger "
                     "(default: the middle one)")
+    ap.add_argument("--width", type=int, default=None, help="the model's width option (resnet8: 24 by default)")
+    ap.add_argument("--augment", default=None, help="none / flip / crop+flip (default: the data set's)")
+    ap.add_argument("--train-per-class", type=int, default=None, help="a class-stratified slice of the data set")
+    ap.add_argument("--sample-block", type=int, default=None, help="delete one random sample of this block "
+                    "(1..B) instead of one drawn from the whole training set: where it sits decides the speed-up")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    bundle = load_data(a.dataset)
+    sliced = {"train_per_class": a.train_per_class, "test_per_class": 200, "val_fraction": 0.0} \
+        if a.train_per_class else {}
+    bundle = load_data(a.dataset, **sliced)
     cfg = TrainConfig(model=a.model, blocks=a.blocks, epochs_per_block=a.epochs_per_block, batch_size=a.batch_size,
-                      lr=a.lr, schedule=a.schedule, block_schedule=a.block_schedule, seed=a.seed)
+                      lr=a.lr, schedule=a.schedule, block_schedule=a.block_schedule, seed=a.seed, augment=a.augment,
+                      model_options={"width": a.width} if a.width else {})
     asr, extra = None, {}
     if a.backdoor:
         plan = plan_backdoor(bundle, a.backdoor, 0, seed=a.seed, blocks=a.blocks, block=a.backdoor_block)
@@ -116,6 +124,9 @@ def main() -> None:
         t0 = time.perf_counter()
         run = train(bundle, cfg, f"{tmp}/run", device="cpu", **extra)
         train_s = time.perf_counter() - t0
+        if a.sample_block is not None and not a.backdoor:
+            ids, blocks = load_block_assignment(run.run.path)
+            forget = np.random.default_rng(a.seed + 1000).choice(ids[blocks == a.sample_block - 1], 1)
         out = suffix_study(bundle, run, cfg, forget, a.bn_samples, a.every, asr)
     print(json.dumps({"recipe": vars(a), "forget_ids": forget.tolist()[:20], "train_seconds": train_s,
                       "original_test": accuracy(run.model, bundle.test), **out}), flush=True)
