@@ -100,7 +100,8 @@ def main() -> None:
                     "(default: the middle one)")
     ap.add_argument("--width", type=int, default=None, help="the model's width option (resnet8: 24 by default)")
     ap.add_argument("--augment", default=None, help="none / flip / crop+flip (default: the data set's)")
-    ap.add_argument("--train-per-class", type=int, default=None, help="a class-stratified slice of the data set")
+    ap.add_argument("--train-per-class", type=int, default=None, help="a class-stratified slice of the data set "
+                    "(with 200 test images per class)")
     ap.add_argument("--sample-block", type=int, default=None, help="delete one random sample of this block "
                     "(1..B) instead of one drawn from the whole training set: where it sits decides the speed-up")
     a = ap.parse_args()

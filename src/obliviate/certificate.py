@@ -86,15 +86,17 @@ def measure_evidence(model: torch.nn.Module, data: DataBundle, requests: list[Fo
     last = requests[-1]
     unseen = _test_part(data, last.classes, True) if last.classes else _test_part(data, everything.classes, False)
     model = model.eval()
+    noop = original is not None and not all(r.classes for r in requests)  # the sample checks' no-op reference
+    original = original.eval() if noop else original
     per_request = []
     for r, s in zip(requests, sets):
-        deleted = np.flatnonzero(s.mask(train))
+        deleted = train.subset(np.flatnonzero(s.mask(train)))
         per_request.append({"request": r.describe(), "size": int(len(deleted)),
-                            "forget_acc": _num(accuracy(model, train.subset(deleted))),
+                            "forget_acc": _num(accuracy(model, deleted)),
                             "test_forget_acc": _num(accuracy(model, _test_part(data, r.classes, True)))
-                            if r.classes else None})
-    noop = (_noop_reference(original, data, requests, sets, per_request, new, unseen, everything, seed)
-            if original is not None and not all(r.classes for r in requests) else {})
+                            if r.classes else None,
+                            **({"original_forget_acc": _num(accuracy(original, deleted))}
+                               if noop and not r.classes else {})})
     return {
         "forget_acc": _num(accuracy(model, train.subset(np.flatnonzero(everything.mask(train))))),
         "request_forget_acc": _num(accuracy(model, new.forget(train))),
@@ -104,26 +106,20 @@ def measure_evidence(model: torch.nn.Module, data: DataBundle, requests: list[Fo
         "mia_loss_lr": _num(mia_loss_lr(model, new.forget(train), unseen, seed=seed)) if _attack_fits(new, unseen)
         else None,
         "loss_gap": _loss_gap(model, new.forget(train), unseen),
-        "per_request": per_request, "seed": seed, "by_construction": bool(trained_without), **noop,
+        "per_request": per_request, "seed": seed, "by_construction": bool(trained_without),
+        **({"original": _noop_reference(original, data, new, unseen, everything, seed)} if noop else {}),
         **(_per_example(model, original, data, requests, sets, everything, attack, seed, per_request)
            if attack else {}),
     }
 
 
-def _noop_reference(original, data: DataBundle, requests: list[ForgetRequest], sets: list, per_request: list[dict],
-                    new, unseen, everything: Forgotten, seed: int) -> dict:
-    """The sample checks' numbers on the ``original`` (which saw every sample): each sample request's
-    ``original_forget_acc`` is added to ``per_request``; returns the ``original`` entry (unseen accuracy, attack)."""
-    original = original.eval()
-    train = data.train
-    for entry, r, s in zip(per_request, requests, sets):
-        if not r.classes:
-            entry["original_forget_acc"] = _num(accuracy(original, train.subset(np.flatnonzero(s.mask(train)))))
-    forget = new.forget(train)
-    return {"original": {
-        "retained_test_acc": _num(accuracy(original, _test_part(data, everything.classes, False))),
-        "mia_loss_lr": _num(mia_loss_lr(original, forget, unseen, seed=seed)) if _attack_fits(new, unseen) else None,
-        "loss_gap": _loss_gap(original, forget, unseen)}}
+def _noop_reference(original, data: DataBundle, new, unseen, everything: Forgotten, seed: int) -> dict:
+    """The newest request's unseen accuracy and loss attack on the ``original`` (which saw every sample)."""
+    forget = new.forget(data.train)
+    return {"retained_test_acc": _num(accuracy(original, _test_part(data, everything.classes, False))),
+            "mia_loss_lr": _num(mia_loss_lr(original, forget, unseen, seed=seed)) if _attack_fits(new, unseen)
+            else None,
+            "loss_gap": _loss_gap(original, forget, unseen)}
 
 
 def _per_example(model, original, data: DataBundle, requests: list[ForgetRequest], sets: list, everything: Forgotten,
