@@ -4,7 +4,8 @@ For one recipe and seed: train a block-incremental run, delete one random traini
 block from the one holding it to the end (θ'_j, the last is exact retraining), and at each block k stitch
 θ'_k + (θ_B − θ_k) (BatchNorm re-estimated, as the method does). Prints one JSON line: the Δ series, each
 stitch's test accuracy and its retain-sample check (what the method can see), exact retraining's test
-accuracy, and the speed-up a stitch at k would give (B / blocks retrained).
+accuracy, and the speed-up a stitch at k would give (B / blocks retrained). ``--repair-block`` adds each
+stitch's accuracy after a one-block repair on retained samples (one change: not what the method does).
 
     PYTHONPATH=src python benchmarks/deepobliviate_recipe.py --blocks 50 --epochs-per-block 10 \\
         --block-schedule global --seed 0 >> benchmarks/results/deepobliviate-recipe.jsonl
@@ -35,7 +36,17 @@ def _params(state: dict, names) -> dict:
     return {n: state[n].detach().float().clone() for n in names}
 
 
-def suffix_study(bundle, run, cfg: TrainConfig, forget: np.ndarray, bn_samples: int, every: int, asr=None) -> dict:
+def repaired(cand, retain, cfg: TrainConfig, size: int, at_block: int, augment: str, seed: int):
+    """The stitch followed by one block's training on ``size`` random retained samples, at the learning rates
+    the schedule gives block ``at_block``: does a short repair bring a refused stitch back to exact retraining?"""
+    fixed = copy.deepcopy(cand)
+    pick = torch.randperm(len(retain), generator=torch.Generator().manual_seed(seed))[:size]
+    train_block(fixed, make_optimizer(fixed.parameters(), cfg.optim()), retain.subset(pick), cfg, at_block, augment)
+    return fixed
+
+
+def suffix_study(bundle, run, cfg: TrainConfig, forget: np.ndarray, bn_samples: int, every: int, asr=None,
+                 repair_block: int | None = None) -> dict:
     path = run.run.path
     ids, blocks = load_block_assignment(path)
     d = int(blocks[np.isin(ids, forget)].min())
@@ -74,6 +85,10 @@ def suffix_study(bundle, run, cfg: TrainConfig, forget: np.ndarray, bn_samples: 
             row.update(stitch_test=accuracy(cand, bundle.test), stitch_check=accuracy(cand, sample))
             if asr is not None:
                 row["stitch_asr"] = asr(cand)
+            if repair_block is not None:
+                fixed = repaired(cand, retain, cfg, len(retain) // cfg.blocks, repair_block - 1,
+                                 cfg.augment or default_augment(bundle.name), 0x7E9 + j)
+                row.update(repair_test=accuracy(fixed, bundle.test), repair_check=accuracy(fixed, sample))
         rows.append(row)
     return {"first_block": d + 1, "retrain_seconds_suffix": time.perf_counter() - t0,
             "exact_test": accuracy(model, bundle.test), "ref_check": ref_check, "per_block": rows,
@@ -104,6 +119,8 @@ def main() -> None:
                     "(with 200 test images per class)")
     ap.add_argument("--sample-block", type=int, default=None, help="delete one random sample of this block "
                     "(1..B) instead of one drawn from the whole training set: where it sits decides the speed-up")
+    ap.add_argument("--repair-block", type=int, default=None, help="after each stitch, train it on one block's "
+                    "worth of random retained samples at the learning rates of this block (1..B): repair_test")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     sliced = {"train_per_class": a.train_per_class, "test_per_class": 200, "val_fraction": 0.0} \
@@ -128,7 +145,7 @@ def main() -> None:
         if a.sample_block is not None and not a.backdoor:
             ids, blocks = load_block_assignment(run.run.path)
             forget = np.random.default_rng(a.seed + 1000).choice(ids[blocks == a.sample_block - 1], 1)
-        out = suffix_study(bundle, run, cfg, forget, a.bn_samples, a.every, asr)
+        out = suffix_study(bundle, run, cfg, forget, a.bn_samples, a.every, asr, a.repair_block)
     print(json.dumps({"recipe": vars(a), "forget_ids": forget.tolist()[:20], "train_seconds": train_s,
                       "original_test": accuracy(run.model, bundle.test), **out}), flush=True)
 

@@ -250,6 +250,18 @@ def test_study_key_adds_the_attack_to_sample_requests_with_one_shadow_set(tmp_pa
     assert res.exit_code == 0 and "LiRA AUC" in res.output and "verdict yes" in res.output, res.output
 
 
+def test_a_block_recipe_shares_the_plain_recipes_shadows_when_they_train_alike():
+    """Shadows train plain either way; a block run of 10 epochs per block and a plain 10-epoch run of the
+    same net, lr and schedule must not pay for two identical shadow sets (16 shadows: hours on a CPU)."""
+    data = load_data("digits", train_per_class=5, val_fraction=0.0)
+    plain = TrainConfig(model="cnn", epochs=10, lr=0.1, schedule="onecycle")
+    blocks = dataclasses.replace(plain, epochs=3, blocks=20, epochs_per_block=10, block_schedule="restart")
+    a, b = (PerExampleMIA(shadows=4, recipe=r) for r in (plain, blocks))
+    assert a.shadow_recipe() == b.shadow_recipe() and a.key(data) == b.key(data)
+    other = PerExampleMIA(shadows=4, recipe=dataclasses.replace(blocks, lr=0.05))
+    assert other.key(data) != a.key(data)  # a recipe that trains differently keeps its own set
+
+
 @pytest.mark.parametrize("value, message", [
     ("2", "K >= 4"),
     ("{shadows: 8, epochs: 2}", "unknown"),

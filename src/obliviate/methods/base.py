@@ -338,16 +338,7 @@ def unlearn(model: torch.nn.Module, data, request: ForgetRequest, method: str = 
                          augment=(train_config.augment if train_config is not None and train_config.augment
                                   else default_augment(data.name)),
                          train_config=train_config, train_fn=train_fn, declared=needs, _data=available)
-    seed_everything(seed)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    sync(dev)
-    t0 = time.perf_counter()
-    result = m.run(ctx, p)
-    sync(dev)
-    seconds = time.perf_counter() - t0
-    result.eval()
-    require_finite(result, "the unlearned model", diverged_hint(m.name, dataclasses.asdict(p)))
+    result, seconds = _timed_run(m, ctx, p, seed, dev)
     if user_module:
         result = result.unwrap()  # the user's own class, own state-dict keys
     setattr(result, FORGOTTEN_ATTR, everything)
@@ -362,6 +353,21 @@ def unlearn(model: torch.nn.Module, data, request: ForgetRequest, method: str = 
     record.update(forgotten_in_data=_forgotten_in(available, everything), forgotten_before=forgotten.describe(),
                   restarted_from_original=restart)
     return result, record
+
+
+def _timed_run(m: Method, ctx: MethodContext, p, seed: int, dev: torch.device) -> tuple[torch.nn.Module, float]:
+    """Run the method alone on the clock (GPU synchronised both ends) and refuse non-finite weights."""
+    seed_everything(seed)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    sync(dev)
+    t0 = time.perf_counter()
+    result = m.run(ctx, p)
+    sync(dev)
+    seconds = time.perf_counter() - t0
+    result.eval()
+    require_finite(result, "the unlearned model", diverged_hint(m.name, dataclasses.asdict(p)))
+    return result, seconds
 
 
 def diverged_hint(method: str, params: dict) -> str:

@@ -65,12 +65,15 @@ class PerExampleMIA:
 
     def shadow_recipe(self) -> TrainConfig:
         """The recipe shadows train with: plain training (a block recipe trains each sample
-        ``epochs_per_block`` epochs), no snapshots, epochs capped; the seed is set per shadow."""
+        ``epochs_per_block`` epochs), no snapshots, epochs capped; the seed is set per shadow. Block-only
+        fields are reset, so a block recipe and a plain one that train the same way share one shadow set."""
         r = self.recipe
         epochs = r.epochs_per_block if r.blocks else r.epochs
         if self.max_epochs is not None:
             epochs = min(epochs, self.max_epochs)
-        return dataclasses.replace(r, epochs=epochs, blocks=0, snapshot_every=0, seed=0)
+        plain = TrainConfig()
+        return dataclasses.replace(r, epochs=epochs, blocks=0, epochs_per_block=plain.epochs_per_block,
+                                   block_schedule=plain.block_schedule, snapshot_every=0, seed=0)
 
     def key(self, data: DataBundle) -> str:
         return config_hash({"data": data.source_hash, "spec": data.spec, "recipe": self.shadow_recipe().to_dict(),
