@@ -66,10 +66,11 @@ def suffix_study(bundle, run, cfg: TrainConfig, forget: np.ndarray, bn_samples: 
     sample = retain.subset(torch.randperm(len(retain), generator=g)[:bn_samples])
     ref_check = accuracy(run.model, sample)
     o_prev, n_prev = _params(start["model"], names), _params(start["model"], names)
+    augment = cfg.augment or default_augment(bundle.name)
     rows, t0 = [], time.perf_counter()
     for j in range(d, cfg.blocks):
         part = retain.subset(torch.nonzero(rblocks == j).flatten())
-        train_block(model, opt, part, cfg, j, cfg.augment or default_augment(bundle.name))
+        train_block(model, opt, part, cfg, j, augment)
         theta_j = load_block_snapshot(path, j + 1)["model"]
         o_next, n_next = _params(theta_j, names), _params(model.state_dict(), names)
         delta = sum(((o_next[n] - o_prev[n]) - (n_next[n] - n_prev[n])).abs().sum().item() for n in names) * scale
@@ -86,8 +87,7 @@ def suffix_study(bundle, run, cfg: TrainConfig, forget: np.ndarray, bn_samples: 
             if asr is not None:
                 row["stitch_asr"] = asr(cand)
             if repair_block is not None:
-                fixed = repaired(cand, retain, cfg, len(retain) // cfg.blocks, repair_block - 1,
-                                 cfg.augment or default_augment(bundle.name), 0x7E9 + j)
+                fixed = repaired(cand, retain, cfg, len(retain) // cfg.blocks, repair_block - 1, augment, 0x7E9 + j)
                 row.update(repair_test=accuracy(fixed, bundle.test), repair_check=accuracy(fixed, sample))
         rows.append(row)
     return {"first_block": d + 1, "retrain_seconds_suffix": time.perf_counter() - t0,
