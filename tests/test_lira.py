@@ -250,6 +250,30 @@ def test_study_key_adds_the_attack_to_sample_requests_with_one_shadow_set(tmp_pa
     assert res.exit_code == 0 and "LiRA AUC" in res.output and "verdict yes" in res.output, res.output
 
 
+def test_ray_runs_on_one_node_share_one_shadow_set(tmp_path):
+    """A Ray worker runs each task in a folder per original and retrain; the shadows depend on neither, so
+    the two seeds' runs (two originals) must read one set per node, not train one set per folder."""
+    pytest.importorskip("ray")
+    import shutil
+
+    from obliviate.harness import study as study_file
+    from obliviate.harness.executor import _node_cache, bench
+    from obliviate.harness.runner import SHADOWS, load_bundle, make_plan
+
+    path = tmp_path / "lira.yaml"
+    path.write_text(STUDY.replace("  - {classes: [3], subset_per_class: 10}\n", ""))
+    task = make_plan(study_file.load_study(path)).tasks[0]
+    attack = PerExampleMIA(shadows=4, max_epochs=2, recipe=TrainConfig.from_dict(task.train))  # STUDY's
+    key = attack.key(load_bundle(task.data_spec))
+    node = _node_cache()
+    for old in [node / SHADOWS / key, *node.glob(f"*/{SHADOWS}/{key}")]:  # trained by this test, not read
+        shutil.rmtree(old, ignore_errors=True)
+    result = bench(path, tmp_path / "s.sqlite", work=tmp_path / "work", executor="ray", workers=2)
+    assert not result.outcome.failed and len(result.outcome.done) == 2
+    assert len(list((node / SHADOWS / key).glob("phi-*.npy"))) == 4
+    assert not list(node.glob(f"*/{SHADOWS}/{key}")), "a per-run-folder shadow set was trained"
+
+
 def test_a_block_recipe_shares_the_plain_recipes_shadows_when_they_train_alike():
     """Shadows train plain either way; a block run of 10 epochs per block and a plain 10-epoch run of the
     same net, lr and schedule must not pay for two identical shadow sets (16 shadows: hours on a CPU)."""

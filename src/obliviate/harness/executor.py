@@ -30,6 +30,7 @@ from .runner import (
     ROW_FILE,
     RUN_FILE,
     RUNS,
+    SHADOWS,
     Task,
     ensure_original,
     ensure_retrain,
@@ -412,7 +413,7 @@ def _remote_run(task: dict, original: dict, retrain: dict, device: str | None) -
     out = root / RUNS / t.key
     shutil.rmtree(out, ignore_errors=True)  # a retried attempt starts clean
     try:
-        row = execute_task(t, None, root, device, write=False)
+        row = execute_task(t, None, root, device, write=False, shadows=_node_cache() / SHADOWS)
         return {"row": row, "files": shipment(out)["files"] if out.exists() else {}}
     finally:
         shutil.rmtree(out, ignore_errors=True)

@@ -325,13 +325,13 @@ def ensure_retrain(task: Task, bundle: DataBundle, original, orig_run, work: Pat
 ROW_FILE = "row.json"
 
 
-def per_example_mia(task: Task, request: ForgetRequest, work: Path) -> PerExampleMIA | None:
-    """The study's per-example attack for a sample request (None otherwise). Its shadows live in the work
-    folder and are shared by every method and seed of the study on the same data and recipe."""
+def per_example_mia(task: Task, request: ForgetRequest, shadows: Path) -> PerExampleMIA | None:
+    """The study's per-example attack for a sample request (None otherwise). Its shadows live in ``shadows``
+    (a content-keyed cache) and are shared by every method, request and seed on the same data and recipe."""
     spec = task.evaluate.get(PER_EXAMPLE_MIA)
     if not spec or request.kind == "class":
         return None
-    return PerExampleMIA(recipe=TrainConfig.from_dict(task.train), cache=work / SHADOWS, **spec)
+    return PerExampleMIA(recipe=TrainConfig.from_dict(task.train), cache=shadows, **spec)
 
 
 def task_row(task: Task, out: Path) -> dict[str, Any]:
@@ -379,8 +379,11 @@ def verdict_metrics(unlearned, original, bundle: DataBundle, request: ForgetRequ
 
 
 def execute_task(task: Task | dict, store_path: str | Path, work_dir: str | Path, device: str | None = None,
-                 write: bool = True) -> dict:
+                 write: bool = True, shadows: str | Path | None = None) -> dict:
     """Run one task end to end and (with ``write``) commit its row. Returns the row.
+
+    ``shadows``: the per-example attack's shadow cache (default ``work_dir/shadows``); a Ray worker passes
+    one folder per node, since its ``work_dir`` is per original and retrain and the shadows depend on neither.
 
     An exception inside the run becomes a ``failed`` row (re-run later); Ctrl-C propagates and
     leaves no row, so the run counts as missing and is redone on resume.
@@ -398,7 +401,7 @@ def execute_task(task: Task | dict, store_path: str | Path, work_dir: str | Path
         retrained, retrain_record = ensure_retrain(task, bundle, original, orig_run, work, dev)
         unlearned, record, tuning = _unlearned(task, bundle, request, original, orig_run, retrained,
                                                retrain_record, dev)
-        attack = per_example_mia(task, request, work)
+        attack = per_example_mia(task, request, Path(shadows) if shadows else work / SHADOWS)
         metrics = evaluate(original, unlearned, bundle, request, retrained=retrained, unlearn_record=record,
                            retrain_record=retrain_record, out=out, figures=task.evaluate.get("figures", True),
                            seed=task.seed, relearn=task.evaluate.get("relearn", True), per_example_mia=attack)
