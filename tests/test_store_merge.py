@@ -11,6 +11,11 @@ from obliviate.errors import ObliviateError
 from obliviate.harness.store import Store, merge_stores
 
 
+def said(result) -> str:
+    """The CLI's output with its line wrapping undone (rich wraps at the terminal width, which varies)."""
+    return " ".join(result.output.split())
+
+
 def _row(key: str, status: str = "done", forget: float = 0.5, seconds: float = 1.0, seed: int = 0) -> dict:
     done = status == "done"
     return {"key": key, "study": "s", "dataset": "digits", "model": "cnn", "request": "classes 3",
@@ -40,7 +45,7 @@ def test_overlapping_stores_merge_without_duplicates(tmp_path):
     into = tmp_path / "out" / "c.sqlite"
     r = CliRunner().invoke(app, ["results", "merge", str(a), str(b), "--into", str(into)])
     assert r.exit_code == 0, r.output
-    assert "3 new runs" in r.output and "0 conflicts" in r.output and "holds 4 runs" in r.output, r.output
+    assert "3 new runs" in said(r) and "0 conflicts" in said(r) and "holds 4 runs" in said(r), r.output
     rows = _rows(into)
     assert sorted(rows) == ["k1", "k2", "k3", "k4"]
     assert rows["k3"]["status"] == "done" and rows["k3"]["metrics"]["forget_acc"] == 0.25  # finished beats failed
@@ -49,7 +54,7 @@ def test_overlapping_stores_merge_without_duplicates(tmp_path):
         assert [s["name"] for s in st.studies()] == ["s"]
     # merging again changes nothing: every row is already there
     r = CliRunner().invoke(app, ["results", "merge", str(a), str(b), "--into", str(into)])
-    assert r.exit_code == 0 and "0 new runs" in r.output, r.output
+    assert r.exit_code == 0 and "0 new runs" in said(r), r.output
     assert _rows(into) == rows
 
 
@@ -59,8 +64,8 @@ def test_conflicting_results_are_reported_and_the_first_kept(tmp_path):
     into = tmp_path / "c.sqlite"
     r = CliRunner().invoke(app, ["results", "merge", str(a), str(b), "--into", str(into)])
     assert r.exit_code == 1, r.output
-    assert "conflict" in r.output and "forget_acc 0.5 vs 0.75" in r.output and "per_class" in r.output, r.output
-    assert "study file" in r.output  # a different study text is a note, not a conflict
+    assert "conflict" in said(r) and "forget_acc 0.5 vs 0.75" in said(r) and "per_class" in said(r), r.output
+    assert "study file" in said(r)  # a different study text is a note, not a conflict
     assert _rows(into)["k1"]["metrics"]["forget_acc"] == 0.5 and len(_rows(into)) == 2
 
 
@@ -78,11 +83,11 @@ def test_bad_sources_fail_early_and_write_nothing(tmp_path):
     a = _store(tmp_path / "a.sqlite", [_row("k1")])
     into = tmp_path / "c.sqlite"
     r = CliRunner().invoke(app, ["results", "merge", str(a), str(tmp_path / "missing.sqlite"), "--into", str(into)])
-    assert r.exit_code == 2 and "missing.sqlite does not exist" in r.output, r.output
+    assert r.exit_code == 2 and "missing.sqlite does not exist" in said(r), r.output
     junk = tmp_path / "junk.sqlite"
     junk.write_text("not a database at all " * 100)
     r = CliRunner().invoke(app, ["results", "merge", str(a), str(junk), "--into", str(into)])
-    assert r.exit_code == 2 and "not a readable obliviate results store" in r.output, r.output
+    assert r.exit_code == 2 and "not a readable obliviate results store" in said(r), r.output
     assert not into.exists() and not list(tmp_path.glob(".c.sqlite*"))  # no half-made store left behind
 
 
@@ -100,11 +105,11 @@ def test_float_noise_is_a_duplicate_and_a_real_change_a_conflict_naming_the_sour
                                               retain_acc=0.986168)])  # one of 1,229 predictions flipped
     into = tmp_path / "c.sqlite"
     r = CliRunner().invoke(app, ["results", "merge", str(a), str(b), "--into", str(into)])
-    assert r.exit_code == 0 and "1 already there, 0 conflicts" in " ".join(r.output.split()), r.output
+    assert r.exit_code == 0 and "1 already there, 0 conflicts" in said(r), r.output
     # an accuracy moved by a point: beyond the noise, a conflict; the kept row's store is named, not a temp file
     c = _store(tmp_path / "c2.sqlite", [_noisy("k1", activation_distance=0.92474, js=0.66121, zrf=0.46093,
                                                retain_acc=0.976981)])
     r = CliRunner().invoke(app, ["results", "merge", str(a), str(c), "--into", str(tmp_path / "d.sqlite")])
-    assert r.exit_code == 1 and "retain_acc 0.987 vs 0.977" in r.output, r.output
-    text = " ".join(r.output.split())
+    assert r.exit_code == 1 and "retain_acc 0.987 vs 0.977" in said(r), r.output
+    text = said(r)
     assert f"kept the row of {a}, not {tmp_path / 'c2.sqlite'}'s" in text and "merging" not in text, r.output
